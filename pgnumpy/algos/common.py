@@ -1,0 +1,36 @@
+"""Small pieces every algorithm uses: building the actor and critics, fitting a critic, stats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pgnumpy.optim import Adam
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the trained networks and the per-epoch history (the progress rows)."""
+
+    policy: object
+    critic: object | None
+    history: list[dict] = field(default_factory=list)
+    solved_at: dict | None = (
+        None  # the progress row where the 100-episode mean first reached the target
+    )
+
+
+def fit_critic(critic, opt: Adam, iters: int, *data) -> float:
+    """`iters` full-batch Adam steps on the critic's MSE (VAL.1); return the loss before them."""
+    loss0 = None
+    for _ in range(iters):
+        loss, grad = critic.loss_and_grad(*data)
+        loss0 = loss if loss0 is None else loss0
+        opt.step(grad)
+    return float(loss0)
+
+
+def recent_mean(x: list, k: int = 100) -> float:
+    """Mean of the last k finished episodes (nan before the first one ends)."""
+    return float(np.mean(x[-k:])) if x else float("nan")

@@ -1,0 +1,78 @@
+"""Action distributions, each gradient beside the quantity it differentiates.
+
+Categorical over logits z (B, A), p = softmax(z):
+    log p_a = z_a - logsumexp(z)                                                  (CAT.1)
+    d log p_a / d z_j = [j = a] - p_j                                             (CAT.2)
+    H = -sum_a p_a log p_a                                                        (CAT.3)
+    dH/dz_j = -p_j (log p_j + H)                                                  (CAT.4)
+    KL(p || q) = sum_a p_a (log p_a - log q_a)                                    (CAT.5)
+    d KL(p || q) / d z^q_j = q_j - p_j                                            (CAT.6)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """z - logsumexp(z) along the last axis, max-shifted: exact at logits of +-1e4  (CAT.1)."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+class Categorical:
+    def __init__(self, logits: np.ndarray):
+        self.logits = logits
+        self.logp_all = log_softmax(logits)
+        self.probs = np.exp(self.logp_all)
+
+    def __getitem__(self, idx) -> Categorical:
+        return Categorical(self.logits[idx])
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        """Inverse CDF: one uniform per row; count the CDF entries below it."""
+        cdf = np.cumsum(self.probs, axis=-1)
+        u = rng.random((len(cdf), 1)) * cdf[:, -1:]  # scale by the total against round-off
+        return np.minimum((cdf <= u).sum(axis=-1), cdf.shape[-1] - 1).astype(np.int64)
+
+    def mode(self) -> np.ndarray:
+        return self.logits.argmax(axis=-1)
+
+    def log_prob(self, act: np.ndarray) -> np.ndarray:
+        """log p(act) per row (CAT.1): a gather of the log-softmax already computed."""
+        return self.logp_all[np.arange(len(act)), act].astype(np.float64)
+
+    def log_prob_grad(self, act: np.ndarray) -> np.ndarray:
+        """d log p(a) / d logits = onehot(a) - p  (CAT.2).
+
+        From (CAT.1): d z_a / d z_j = [j = a] and d logsumexp(z) / d z_j = p_j.
+        """
+        g = -self.probs
+        g[np.arange(len(act)), act] += 1.0
+        return g
+
+    def entropy(self) -> np.ndarray:
+        """H = -sum_a p_a log p_a  (CAT.3)."""
+        return -(self.probs * self.logp_all).sum(axis=-1).astype(np.float64)
+
+    def entropy_grad(self) -> np.ndarray:
+        """dH/dz_j = -p_j (log p_j + H)  (CAT.4).
+
+        dH/dz_j = -sum_a (dp_a/dz_j)(log p_a + 1) with dp_a/dz_j = p_a([a = j] - p_j); the "+1"
+        terms cancel because sum_a dp_a/dz_j = 0, leaving -p_j log p_j + p_j sum_a p_a log p_a.
+        """
+        H = -(self.probs * self.logp_all).sum(axis=-1, keepdims=True)
+        return -self.probs * (self.logp_all + H)
+
+    def kl(self, other: Categorical) -> np.ndarray:
+        """KL(self || other) = sum_a p_a (log p_a - log q_a)  (CAT.5)."""
+        return (self.probs * (self.logp_all - other.logp_all)).sum(axis=-1).astype(np.float64)
+
+    def kl_grad_other(self, other: Categorical) -> np.ndarray:
+        """d KL(self || other) / d other.logits = q - p  (CAT.6).
+
+        Only -sum_a p_a log q_a depends on q's logits; by (CAT.2) its gradient is
+        -sum_a p_a (onehot(a) - q) = q - p.
+        """
+        return other.probs - self.probs
+

@@ -1,0 +1,106 @@
+"""Numba kernels for the hot loops, on the (T steps, N envs) layout of a vector-env rollout.
+
+Each has a plain-NumPy reference in tests/reference.py, written as a different algorithm, and
+tests/test_kernels.py checks they agree to 1e-12. Conventions for every kernel:
+    term[t, i]      the episode terminated at step t: the value after it is 0, no bootstrap
+    trunc[t, i]     the episode was truncated (time limit): bootstrap with next_val[t, i]
+    next_val[t, i]  V of the TRUE next state (at truncation: of the final observation; at
+                    t = T-1: of the state the rollout was cut in, also bootstrapped)
+Nothing flows backward across a step with term or trunc.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True)
+def categorical_logp(logits: np.ndarray, act: np.ndarray) -> np.ndarray:
+    """log softmax(logits)[act] per row, max-shifted so logits of +-1e4 stay exact  (CAT.1).
+
+    log p_a = z_a - m - log sum_j exp(z_j - m), m = max_j z_j: every exp argument is <= 0, and
+    the sum is >= 1, so nothing overflows and the log never sees 0. Output in float64.
+    """
+    B, A = logits.shape
+    out = np.empty(B)
+    for i in range(B):
+        m = logits[i, 0]
+        for j in range(1, A):
+            m = max(m, logits[i, j])
+        s = 0.0
+        for j in range(A):
+            s += np.exp(logits[i, j] - m)
+        out[i] = logits[i, act[i]] - m - np.log(s)
+    return out
+
+
+@numba.njit(cache=True)
+def reward_to_go(rew, term, trunc, next_val, gamma):
+    """rtg[t] = rew[t] + gamma * (0 | next_val[t] | rtg[t+1])   (RTG.1)
+
+    0 after a termination; next_val at a truncation or at the rollout's last step; else the
+    reward-to-go of the next step. The trick (Spinning Up's `discount_cumsum`): the discounted
+    sum sum_{k>=t} gamma^(k-t) r_k obeys rtg_t = r_t + gamma rtg_{t+1}, so one backward pass
+    computes every step's sum in O(T) instead of the O(T^2) double sum.
+    """
+    T, N = rew.shape
+    out = np.empty((T, N))
+    for i in range(N):
+        nxt = 0.0  # rtg of step t + 1 (unused at t = T - 1)
+        for t in range(T - 1, -1, -1):
+            if term[t, i]:
+                boot = 0.0
+            elif trunc[t, i] or t == T - 1:
+                boot = next_val[t, i]
+            else:
+                boot = nxt
+            nxt = rew[t, i] + gamma * boot
+            out[t, i] = nxt
+    return out
+
+
+@numba.njit(cache=True)
+def episode_return(rew, term, trunc, next_val, gamma):
+    """R(tau) at every step: the reward-to-go of the first step of the step's episode  (RET.1).
+
+    A step starts an episode if t == 0 or step t-1 ended (term or trunc). An episode that began
+    before the batch counts from the batch's first step: the dropped earlier rewards are constants
+    with respect to every later action, so their expected contribution to the gradient is zero.
+    """
+    T, N = rew.shape
+    rtg = reward_to_go(rew, term, trunc, next_val, gamma)
+    out = np.empty((T, N))
+    for i in range(N):
+        R = rtg[0, i]
+        for t in range(T):
+            if t > 0 and (term[t - 1, i] or trunc[t - 1, i]):
+                R = rtg[t, i]  # a new episode starts here
+            out[t, i] = R
+    return out
+
+
+@numba.njit(cache=True)
+def gae(rew, val, next_val, term, trunc, gamma, lam):
+    """Generalised advantage estimation.
+
+        delta[t] = rew[t] + gamma (1 - term[t]) next_val[t] - val[t]          (GAE.1)
+        adv[t]   = delta[t] + gamma lam (1 - done[t]) adv[t+1],  adv[T] = 0     (GAE.2)
+
+    done = term | trunc: the recursion stops at every episode end, while the bootstrap in delta
+    stops only at a termination (a truncated episode's next state still has a value).
+    """
+    T, N = rew.shape
+    out = np.empty((T, N))
+    for i in range(N):
+        nxt = 0.0  # adv[t + 1]
+        for t in range(T - 1, -1, -1):
+            delta = rew[t, i] - val[t, i]
+            if not term[t, i]:
+                delta += gamma * next_val[t, i]
+            if term[t, i] or trunc[t, i]:
+                nxt = delta
+            else:
+                nxt = delta + gamma * lam * nxt
+            out[t, i] = nxt
+    return out

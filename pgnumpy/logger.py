@@ -1,0 +1,42 @@
+"""Per-epoch progress: a table on the console (as Spinning Up's logger prints) and progress.csv."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+
+class Logger:
+    def __init__(self, out_dir: str | Path | None = None, quiet: bool = False):
+        self.quiet = quiet
+        self.csv_path = Path(out_dir) / "progress.csv" if out_dir is not None else None
+        self.rows: list[dict] = []
+        self._keys: list[str] | None = None
+
+    def log(self, row: dict) -> None:
+        self.rows.append(row)
+        if self._keys is None:
+            self._keys = list(row)
+            if self.csv_path is not None:
+                with open(self.csv_path, "w", newline="") as f:
+                    csv.writer(f).writerow(self._keys)
+        if self.csv_path is not None:
+            with open(self.csv_path, "a", newline="") as f:
+                csv.writer(f).writerow([_csv(row[k]) for k in self._keys])
+        if not self.quiet:
+            if (len(self.rows) - 1) % 25 == 0:
+                print("  ".join(f"{k:>11}" for k in self._keys), flush=True)
+            print("  ".join(_cell(row[k]) for k in self._keys), flush=True)
+
+
+def _csv(x) -> str:
+    return repr(x) if isinstance(x, float) else str(x)
+
+
+def _cell(x) -> str:
+    if isinstance(x, float):
+        if math.isnan(x):
+            return f"{'nan':>11}"
+        return f"{x:>11.4g}" if abs(x) < 1e5 else f"{x:>11.4e}"
+    return f"{x!s:>11}"

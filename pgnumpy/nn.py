@@ -1,0 +1,114 @@
+"""A multilayer perceptron with hand-derived backprop, parameters in ONE flat vector.
+
+Forward, layer l (batch-matrix form, x is (B, n_in)):
+    z_l = h_{l-1} W_l + b_l        h_0 = x,  W_l is (n_in, n_out)
+    h_l = act(z_l)                 hidden layers; the last layer is linear: y = z_L
+Backward, given dy = dL/dy, from the last layer down:
+    dW_l = h_{l-1}^T dz_l,  db_l = sum over the batch of dz_l,  dh_{l-1} = dz_l W_l^T   (MLP.1)
+    tanh: dz_l = dh_l * (1 - h_l^2)     (tanh' = 1 - tanh^2, so the output h suffices)   (MLP.2)
+    relu: dz_l = dh_l * [h_l > 0]       (z > 0 exactly where h > 0)                       (MLP.3)
+
+All parameters live in one flat array `params` (W0, b0, W1, b1, ..., row-major); `W[l]`, `b[l]`
+are views into it. The optimizer, finite differences and checkpoints work on the one array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+ACTIVATIONS = ("tanh", "relu")
+
+
+class MLP:
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        activation: str = "tanh",
+        *,
+        rng: np.random.Generator,
+        dtype=np.float64,
+        hidden_gain: float = np.sqrt(2),
+        out_gain: float = 1.0,
+    ):
+        sizes = tuple(int(s) for s in sizes)
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"MLP sizes need >= 2 entries, all >= 1; got {list(sizes)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}"
+            )
+        self.sizes, self.activation, self.dtype = sizes, activation, np.dtype(dtype)
+        n = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+        self.params = np.zeros(n, self.dtype)
+        self.W, self.b = self.layer_views(self.params)
+        # orthogonal init with a per-layer gain, biases 0 (as PPO implementations do)
+        for l, W in enumerate(self.W):
+            gain = out_gain if l == len(self.W) - 1 else hidden_gain
+            W[:] = gain * orthogonal(W.shape, rng)
+
+    def layer_views(self, flat: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(W-views, b-views) into any flat array laid out like `params`."""
+        Ws, bs, k = [], [], 0
+        for i, o in zip(self.sizes[:-1], self.sizes[1:]):
+            Ws.append(flat[k : k + i * o].reshape(i, o))
+            k += i * o
+            bs.append(flat[k : k + o])
+            k += o
+        return Ws, bs
+
+    def _act(self, z: np.ndarray) -> np.ndarray:
+        if self.activation == "tanh":
+            return np.tanh(z, out=z)
+        return np.maximum(z, 0, out=z)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Forward without a cache (acting)."""
+        h = np.asarray(x, self.dtype)
+        last = len(self.W) - 1
+        for l, (W, b) in enumerate(zip(self.W, self.b)):
+            h = h @ W + b
+            if l < last:
+                h = self._act(h)
+        return h
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """y = MLP(x) and the cache backward needs: the input of every layer (h_0 .. h_{L-1})."""
+        h = np.asarray(x, self.dtype)
+        cache = [h]
+        last = len(self.W) - 1
+        for l, (W, b) in enumerate(zip(self.W, self.b)):
+            h = h @ W + b
+            if l < last:
+                h = self._act(h)
+                cache.append(h)
+        return h, cache
+
+    def backward(self, cache: list[np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(dL/dparams as a new flat array, dL/dx) from dy = dL/dy   (MLP.1, MLP.2, MLP.3)."""
+        grad = np.empty_like(self.params)
+        dW, db = self.layer_views(grad)
+        dz = np.asarray(dy, self.dtype)
+        for l in range(len(self.W) - 1, -1, -1):
+            h_in = cache[l]
+            dW[l][:] = h_in.T @ dz  # (MLP.1)
+            db[l][:] = dz.sum(axis=0)
+            dh = dz @ self.W[l].T
+            if l > 0:  # h_in = act(z_{l-1}): through the activation
+                if self.activation == "tanh":
+                    dz = dh * (1.0 - h_in * h_in)  # (MLP.2)
+                else:
+                    dz = dh * (h_in > 0)  # (MLP.3)
+            else:
+                dx = dh
+        return grad, dx
+
+
+def orthogonal(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A (semi-)orthogonal matrix: QR of a Gaussian, signs fixed so Q is uniformly distributed."""
+    rows, cols = shape
+    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q *= np.sign(np.diag(r))
+    return q if rows >= cols else q.T

@@ -1,0 +1,92 @@
+"""The gradient forms Phi_t, selectable by name.
+
+    grad J = E_tau[ sum_t grad log pi(a_t|s_t) Phi_t ]                                   (PG.4)
+
+| name           | Phi_t                                  | unbiased for grad J? | critic |
+|----------------|----------------------------------------|----------------------|--------|
+| "return"       | R(tau), the whole episode's return     | yes (PG.3)           | -      |
+| "rtg"          | sum_{k>=t} gamma^(k-t) r_k             | yes (RTG.2)          | -      |
+| "rtg-baseline" | rtg_t - V(s_t)                         | yes, any b(s_t) (BL.1)| V     |
+| "q"            | Q_w(s_t, a_t)                          | only if Q_w = Q^pi (QA.1) | Q |
+| "gae"          | GAE(gamma, lambda) advantage           | if V = V^pi or lambda = 1 (GAE.3) | V |
+
+(With gamma < 1 the practical forms drop the gamma^t in front of Phi_t that the discounted
+objective would have; every implementation does this, and it is a bias toward the undiscounted
+average; see derivations/03-reward-to-go.md.)
+
+Ends of episodes, where every form agrees:
+- termination: nothing after it; no bootstrap (the value of a terminal state is 0).
+- time-limit truncation and the rollout's cut: with a critic V, bootstrap with V of the true next
+  state (next_val); without one (simple_pg with "return" or "rtg"), the rollout finishes every
+  episode (the seed's loop), and a time-limit truncation ends the episode: the objective is then
+  the return of the capped episode, for which R(tau) and rtg stay exactly unbiased.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pgnumpy import kernels
+from pgnumpy.errors import UserError
+
+# name -> which critic the form needs ("v", "q" or None)
+PHI_FORMS: dict[str, str | None] = {
+    "return": None,
+    "rtg": None,
+    "rtg-baseline": "v",
+    "q": "q",
+    "gae": "v",
+}
+
+
+def check_phi(name: str) -> str:
+    if name not in PHI_FORMS:
+        raise UserError(f"unknown phi {name!r}; choose one of {', '.join(PHI_FORMS)}")
+    return name
+
+
+def next_values(val: np.ndarray, last_val: np.ndarray) -> np.ndarray:
+    """next_val[t] = V(s_{t+1}): val shifted by one step, V(last_obs) after the last step.
+
+    With NEXT_STEP autoreset the stored obs after an ended episode is its final observation, so
+    this is V of the true next state at truncations too (pgnumpy/rollout.py).
+    """
+    return np.concatenate([val[1:], last_val[None]], axis=0)
+
+
+def phi(
+    name: str,
+    rew: np.ndarray,
+    term: np.ndarray,
+    trunc: np.ndarray,
+    gamma: float,
+    lam: float = 1.0,
+    val: np.ndarray | None = None,
+    next_val: np.ndarray | None = None,
+    q_sa: np.ndarray | None = None,
+) -> np.ndarray:
+    """Phi_t for every step of a (T, N) rollout.
+
+    val/next_val: V(s_t) and V(s_{t+1}) when a value critic exists (next_val bootstraps
+    truncations and the cut; pass None for no critic: no bootstrap). q_sa: Q_w(s_t, a_t).
+    """
+    check_phi(name)
+    if next_val is None:
+        next_val = np.zeros(rew.shape)
+    if name == "return":
+        return kernels.episode_return(rew, term, trunc, next_val, gamma)  # (RET.1)
+    if name == "rtg":
+        return kernels.reward_to_go(rew, term, trunc, next_val, gamma)  # (RTG.1)
+    if name == "rtg-baseline":
+        _need(val, "rtg-baseline", "a value critic V")
+        return kernels.reward_to_go(rew, term, trunc, next_val, gamma) - val  # (BL.1)
+    if name == "q":
+        _need(q_sa, "q", "an action-value critic Q")
+        return q_sa  # (QA.1)
+    _need(val, "gae", "a value critic V")
+    return kernels.gae(rew, val, next_val, term, trunc, gamma, lam)  # (GAE.2)
+
+
+def _need(x, name: str, what: str) -> None:
+    if x is None:
+        raise ValueError(f"phi {name!r} needs {what}; pass its values")

@@ -1,0 +1,1 @@
+"""Scripts that regenerate the figures in plots/ (see plots/README.md)."""

@@ -1,0 +1,201 @@
+"""Collect (T steps x N envs) rollouts from a gymnasium vector env.
+
+Autoreset. gymnasium vector envs reset an ended sub-env automatically; pgnumpy accepts the
+NEXT_STEP mode (the default of gymnasium 1.x and the only mode of the numpy-vectorised
+CartPole) and refuses the others. In NEXT_STEP mode the step that ends an episode returns the
+episode's final observation, and the *next* call to `step` on that sub-env ignores its action,
+resets, and returns the first observation of a new episode with reward 0. That reset step belongs
+to no episode: we keep it in the (T, N) arrays (so every column stays aligned in time) but mark it
+`valid = False`, and every loss, statistic and advantage ignores it.
+
+The layout has a convenient consequence. The observation stored at a reset step is the previous
+episode's final observation, so `next_val[t] = val[t + 1]` is V of the TRUE next state at every
+step, including a time-limit truncation; termination zeroes it inside the kernels (GAE.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+
+from pgnumpy.errors import UserError
+
+SUPPORTED_ACTION_SPACES = "Discrete"
+
+
+def make_env(env_id: str, num_envs: int = 1) -> gym.vector.VectorEnv:
+    """A vector env: gymnasium's numpy-vectorised one where the env has it, else SyncVectorEnv."""
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise UserError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error as e:
+        raise UserError(f"unknown env id {env_id!r}: {e}") from None
+    mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
+    try:
+        env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
+    except (gym.error.DependencyNotInstalled, ImportError) as e:
+        raise UserError(f"env {env_id!r} needs an extra package: {e}") from None
+    try:
+        check_env(env)
+    except UserError:
+        env.close()
+        raise
+    return env
+
+
+def check_env(env: gym.vector.VectorEnv) -> None:
+    """Refuse what pgnumpy cannot handle correctly, saying what it supports."""
+    mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+    if mode != gym.vector.AutoresetMode.NEXT_STEP:
+        raise UserError(
+            f"autoreset mode {mode} is not supported; create the vector env with "
+            "autoreset_mode=AutoresetMode.NEXT_STEP (gymnasium's default)"
+        )
+    obs_space = env.single_observation_space
+    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
+        raise UserError(
+            f"observation space {obs_space} is not supported: pgnumpy needs a flat Box "
+            "(wrap image or dict observations with gymnasium.wrappers.FlattenObservation)"
+        )
+    act_space = env.single_action_space
+    if not isinstance(act_space, gym.spaces.Discrete):
+        raise UserError(
+            f"action space {act_space} is not supported; supported: {SUPPORTED_ACTION_SPACES}"
+        )
+    if act_space.start != 0:
+        raise UserError(f"Discrete action space must start at 0, got start={act_space.start}")
+
+
+@dataclass
+class Runner:
+    """The env and what persists between rollouts: the current obs and the running episodes."""
+
+    env: gym.vector.VectorEnv
+    obs: np.ndarray  # (N, obs_dim) the observation each sub-env is in now
+    reset_next: np.ndarray  # (N,) bool: the next step of this sub-env is a NEXT_STEP reset step
+    ep_ret: np.ndarray  # (N,) return of the running episode so far
+    ep_len: np.ndarray  # (N,) length of the running episode so far
+    episode_returns: list[float] = field(default_factory=list)  # every finished episode
+    episode_lengths: list[int] = field(default_factory=list)
+    env_steps: int = 0  # valid steps taken (reset steps excluded)
+
+    @classmethod
+    def start(cls, env: gym.vector.VectorEnv, seed: int | None) -> Runner:
+        obs, _ = env.reset(seed=seed)
+        n = env.num_envs
+        return cls(env, obs, np.zeros(n, bool), np.zeros(n), np.zeros(n, np.int64))
+
+    def restart(self) -> None:
+        """Reset every sub-env (the seed's epochs each begin with fresh episodes)."""
+        self.obs, _ = self.env.reset()
+        self.reset_next[:] = False
+        self.ep_ret[:] = 0.0
+        self.ep_len[:] = 0
+
+
+@dataclass
+class Batch:
+    """A rollout in (T, N) layout. `valid` is False at NEXT_STEP reset steps."""
+
+    obs: np.ndarray  # (T, N, obs_dim)
+    act: np.ndarray  # (T, N) int64
+    logp: np.ndarray  # (T, N) log pi(a|s) under the acting policy
+    rew: np.ndarray  # (T, N) float64
+    term: np.ndarray  # (T, N) bool: episode terminated at this step (no bootstrap)
+    trunc: np.ndarray  # (T, N) bool: episode truncated (time limit) at this step (bootstrap)
+    valid: np.ndarray  # (T, N) bool
+    last_obs: np.ndarray  # (N, obs_dim) the state the rollout stopped in
+
+    @property
+    def T(self) -> int:
+        return self.rew.shape[0]
+
+
+def collect(
+    runner: Runner, act_fn, T: int | None = None, min_steps: int | None = None
+) -> Batch:
+    """Step all N sub-envs, acting with `act_fn(obs) -> (act, logp)`. Give exactly one of:
+
+    T: step every sub-env T times (VPG, PPO). The episode running in each column at the end is
+        cut there; the advantage kernels bootstrap it with V(last_obs).
+    min_steps: the seed's loop (simple_pg). Step until at least `min_steps` valid steps are
+        recorded (summed over sub-envs), then keep stepping until every episode running at that
+        cut has ended, so no episode is cut. Steps of episodes begun after the cut are marked
+        invalid; call `runner.restart()` before the next collection.
+    """
+    if (T is None) == (min_steps is None):
+        raise ValueError("give exactly one of T and min_steps")
+    if (T if T is not None else min_steps) < 1:
+        raise UserError(f"steps per rollout must be >= 1, got {T if T is not None else min_steps}")
+    env, n = runner.env, runner.env.num_envs
+    finishing = min_steps is not None
+    cap = T if T is not None else -(-min_steps // n) + 1
+    obs = np.empty((cap, n, runner.obs.shape[1]), runner.obs.dtype)
+    act = np.empty((cap, n), np.int64)
+    logp = np.empty((cap, n))
+    rew = np.empty((cap, n))
+    term = np.empty((cap, n), bool)
+    trunc = np.empty((cap, n), bool)
+    valid = np.empty((cap, n), bool)
+    recording = np.ones(n, bool)  # False once a column's last episode of this rollout has ended
+    cut = False
+    t = n_valid = 0
+    while True:
+        if not cut and (n_valid >= min_steps if finishing else t >= T):
+            if not finishing:
+                break
+            cut = True
+            recording &= ~runner.reset_next  # only episodes running at the cut are finished
+        if cut and not recording.any():
+            break
+        if t == cap:  # finishing episodes past the first guess: grow the buffers geometrically
+            cap *= 2
+            obs, act, logp, rew, term, trunc, valid = (
+                _grow(x, cap) for x in (obs, act, logp, rew, term, trunc, valid)
+            )
+        valid_t = ~runner.reset_next & recording
+        a, lp = act_fn(runner.obs)
+        obs[t], act[t], logp[t], valid[t] = runner.obs, a, lp, valid_t
+        runner.obs, r, te, tr, _ = env.step(a)
+        rew[t], term[t], trunc[t] = r, te, tr
+        # episode statistics from valid steps only (a reset step's reward belongs to no episode)
+        runner.ep_ret += np.where(valid_t, r, 0.0)
+        runner.ep_len += valid_t
+        done = (te | tr) & valid_t
+        for i in np.flatnonzero(done):
+            runner.episode_returns.append(float(runner.ep_ret[i]))
+            runner.episode_lengths.append(int(runner.ep_len[i]))
+        runner.ep_ret[done] = 0.0
+        runner.ep_len[done] = 0
+        runner.reset_next = te | tr
+        n_valid += int(valid_t.sum())
+        if cut:
+            recording &= ~done
+        t += 1
+    runner.env_steps += n_valid
+    batch = Batch(
+        obs[:t], act[:t], logp[:t], rew[:t], term[:t], trunc[:t], valid[:t], runner.obs.copy()
+    )
+    check_finite(batch)
+    return batch
+
+
+def _grow(x: np.ndarray, cap: int) -> np.ndarray:
+    out = np.empty((cap, *x.shape[1:]), x.dtype)
+    out[: len(x)] = x
+    return out
+
+
+def check_finite(batch: Batch) -> None:
+    """NaN or inf in observations or rewards would silently poison every gradient: stop here."""
+    for name, x in (("observation", batch.obs), ("reward", batch.rew)):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            t, i = np.argwhere(bad)[0][:2]
+            raise UserError(
+                f"non-finite {name} {x[t, i]} at rollout step {t} of env {i}: "
+                "check the environment, or wrap it to clean its output"
+            )

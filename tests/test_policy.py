@@ -1,0 +1,122 @@
+"""Gradients through the whole network: the surrogate, the value and Q losses, the lemma."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pgnumpy.distributions import Categorical
+from pgnumpy.gradcheck import central_fd, norm_rel_error
+from pgnumpy.objectives import pg_loss
+from pgnumpy.policy import CategoricalPolicy, QCritic, ValueCritic
+
+TOL = 1e-7  # norm-relative error; float64 central differences reach ~1e-9 on these nets
+
+
+def setup(seed, obs_dim, n_act, hidden, activation, batch):
+    rng = np.random.default_rng(seed)
+    pol = CategoricalPolicy(obs_dim, n_act, hidden, activation, rng=rng, dtype=np.float64)
+    pol.net.params[:] = rng.normal(0, 0.7, pol.params.shape)  # not the near-uniform init
+    obs = rng.normal(size=(batch, obs_dim))
+    act = rng.integers(0, n_act, batch)
+    phi = rng.normal(size=batch)
+    return rng, pol, obs, act, phi
+
+
+def surrogate(pol, obs, act, phi, ent_coef):
+    dist = Categorical(pol.net(obs))
+    loss, _ = pg_loss(dist.log_prob(act), phi)
+    return loss - ent_coef * dist.entropy().mean()
+
+
+def analytic(pol, obs, act, phi, ent_coef):
+    dist, cache = pol.dist(obs)
+    _, dlogp = pg_loss(dist.log_prob(act), phi)
+    return pol.backward(cache, dist, act, dlogp, dent=-ent_coef / len(obs))
+
+
+nets = st.fixed_dictionaries({
+    "seed": st.integers(0, 2**16),
+    "obs_dim": st.integers(1, 4),
+    "n_act": st.integers(2, 4),
+    "hidden": st.lists(st.integers(1, 5), min_size=1, max_size=2),
+    "activation": st.just("tanh"),  # relu kinks make finite differences unreliable
+    "batch": st.integers(1, 5),
+})
+
+
+@given(nets, st.sampled_from([0.0, 0.3]))
+def test_surrogate_gradient_through_the_network_matches_finite_differences(kw, ent_coef):
+    _, pol, obs, act, phi = setup(**kw)
+    g = analytic(pol, obs, act, phi, ent_coef)
+    fd = central_fd(lambda p: surrogate(pol, obs, act, phi, ent_coef), pol.net.params)
+    assert norm_rel_error(g, fd) < TOL
+
+
+def test_a_wrong_policy_gradient_fails_the_same_check():
+    _, pol, obs, act, phi = setup(3, 3, 3, [4], "tanh", 4)
+    fd = central_fd(lambda p: surrogate(pol, obs, act, phi, 0.0), pol.net.params)
+    # plant a bug: the entropy term's sign flipped, with a coefficient where it matters
+    g_bad = analytic(pol, obs, act, phi, -0.3)
+    fd_ent = central_fd(lambda p: surrogate(pol, obs, act, phi, 0.3), pol.net.params)
+    assert norm_rel_error(g_bad, fd_ent) > 1e-3
+    # and a scaled gradient (a forgotten 1/n) fails too
+    assert norm_rel_error(2 * analytic(pol, obs, act, phi, 0.0), fd) > 1e-3
+
+
+@given(nets)
+def test_grad_log_prob_lemma_exactly_through_the_network(kw):
+    """sum_a pi(a|s) grad_theta log pi(a|s) = 0 (EGLP.1), every state, every weight."""
+    _, pol, obs, _, _ = setup(**kw)
+    n_act = pol.net.sizes[-1]
+    for s in obs:
+        dist, cache = pol.dist(s[None])
+        total = np.zeros_like(pol.params)
+        scale = 0.0
+        for a in range(n_act):
+            g = pol.backward(cache, dist, np.array([a]), np.ones(1))
+            total += dist.probs[0, a] * g
+            scale += dist.probs[0, a] * np.abs(g).max()
+        assert np.abs(total).max() <= 1e-10 * max(1.0, scale)
+
+
+@given(nets)
+def test_value_loss_gradient_matches_finite_differences(kw):
+    rng = np.random.default_rng(kw["seed"])
+    vf = ValueCritic(kw["obs_dim"], kw["hidden"], "tanh", rng=rng, dtype=np.float64)
+    obs, target = rng.normal(size=(kw["batch"], kw["obs_dim"])), rng.normal(size=kw["batch"])
+    _, g = vf.loss_and_grad(obs, target)
+    fd = central_fd(lambda p: vf.loss_and_grad(obs, target)[0], vf.net.params)
+    assert norm_rel_error(g, fd) < TOL
+
+
+@given(nets)
+def test_q_loss_gradient_matches_finite_differences(kw):
+    rng = np.random.default_rng(kw["seed"])
+    qf = QCritic(kw["obs_dim"], kw["n_act"], kw["hidden"], "tanh", rng=rng, dtype=np.float64)
+    b = kw["batch"]
+    obs, act = rng.normal(size=(b, kw["obs_dim"])), rng.integers(0, kw["n_act"], b)
+    target = rng.normal(size=b)
+    _, g = qf.loss_and_grad(obs, act, target)
+    fd = central_fd(lambda p: qf.loss_and_grad(obs, act, target)[0], qf.net.params)
+    assert norm_rel_error(g, fd) < TOL
+
+
+def test_act_samples_valid_actions_with_their_log_probs():
+    rng = np.random.default_rng(0)
+    pol = CategoricalPolicy(4, 3, [8], rng=rng, dtype=np.float32)
+    obs = rng.normal(size=(1000, 4)).astype(np.float32)
+    a, logp = pol.act(obs, rng)
+    assert a.shape == (1000,) and set(np.unique(a)) <= {0, 1, 2}
+    np.testing.assert_allclose(logp, Categorical(pol.net(obs)).log_prob(a), rtol=1e-6)
+    # the small last-layer gain starts near uniform
+    assert np.allclose(np.exp(logp), 1 / 3, atol=0.05)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_returns_the_params_dtype(dtype):
+    rng = np.random.default_rng(0)
+    pol = CategoricalPolicy(4, 2, [8], rng=rng, dtype=dtype)
+    dist, cache = pol.dist(rng.normal(size=(5, 4)))
+    g = pol.backward(cache, dist, np.zeros(5, np.int64), np.ones(5))
+    assert g.dtype == dtype and g.shape == pol.params.shape
