@@ -1,0 +1,56 @@
+"""Plain-NumPy references for the numba kernels, written as DIFFERENT algorithms (explicit sums
+over each episode segment rather than backward recursions) so they cannot share a bug."""
+
+import numpy as np
+
+
+def episodes(term, trunc, T):
+    """Yield (start, stop, ended) segments of one column: ended=False for the cut at T."""
+    start = 0
+    for t in range(T):
+        if term[t] or trunc[t]:
+            yield start, t + 1
+            start = t + 1
+    if start < T:
+        yield start, T
+
+
+def reward_to_go_ref(rew, term, trunc, next_val, gamma):
+    T, N = rew.shape
+    out = np.zeros((T, N))
+    for i in range(N):
+        for a, b in episodes(term[:, i], trunc[:, i], T):
+            L = b - a
+            # discount matrix D[t, k] = gamma^(k - t) for k >= t: rtg = D @ r + boot term
+            k = np.arange(L)
+            D = np.triu(gamma ** (k[None, :] - k[:, None]).astype(float))
+            boot = 0.0 if term[b - 1, i] else next_val[b - 1, i]
+            out[a:b, i] = D @ rew[a:b, i] + gamma ** (L - k) * boot
+    return out
+
+
+def episode_return_ref(rew, term, trunc, next_val, gamma):
+    rtg = reward_to_go_ref(rew, term, trunc, next_val, gamma)
+    out = np.zeros_like(rtg)
+    for i in range(rew.shape[1]):
+        for a, b in episodes(term[:, i], trunc[:, i], rew.shape[0]):
+            out[a:b, i] = rtg[a, i]
+    return out
+
+
+def gae_ref(rew, val, next_val, term, trunc, gamma, lam):
+    T, N = rew.shape
+    delta = rew + gamma * np.where(term, 0.0, next_val) - val
+    out = np.zeros((T, N))
+    for i in range(N):
+        for a, b in episodes(term[:, i], trunc[:, i], T):
+            for t in range(a, b):
+                l = np.arange(b - t)
+                out[t, i] = np.sum((gamma * lam) ** l * delta[t:b, i])
+    return out
+
+
+def categorical_logp_ref(logits, act):
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
+    return logp[np.arange(len(act)), act]

@@ -1,0 +1,93 @@
+"""Categorical: gradients w.r.t. the logits by finite differences, the lemma, extreme logits."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pgnumpy.distributions import Categorical, log_softmax
+from pgnumpy.gradcheck import central_fd, norm_rel_error
+
+TOL = 1e-7  # norm-relative; central differences in float64 reach ~1e-10 here
+
+
+@st.composite
+def logits(draw):
+    B, A, seed = draw(st.integers(1, 4)), draw(st.integers(1, 6)), draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-5, 5, (B, A)), rng.integers(0, A, B), rng
+
+
+@given(logits())
+def test_log_prob_gradient(d):
+    z, act, _ = d
+    g = Categorical(z).log_prob_grad(act)
+    fd = central_fd(lambda zz: float(Categorical(zz).log_prob(act).sum()), z.copy())
+    assert norm_rel_error(g, fd) < TOL
+
+
+@given(logits())
+def test_entropy_gradient(d):
+    z, _, _ = d
+    g = Categorical(z).entropy_grad()
+    fd = central_fd(lambda zz: float(Categorical(zz).entropy().sum()), z.copy())
+    assert norm_rel_error(g, fd) < TOL or np.abs(g - fd).max() < 1e-9  # A = 1: both are 0
+
+
+@given(logits())
+def test_kl_gradient_wrt_the_second_argument(d):
+    z, _, rng = d
+    p = Categorical(rng.uniform(-5, 5, z.shape))
+    g = p.kl_grad_other(Categorical(z))
+    fd = central_fd(lambda zz: float(p.kl(Categorical(zz)).sum()), z.copy())
+    assert norm_rel_error(g, fd) < TOL or np.abs(g - fd).max() < 1e-9
+
+
+def test_a_wrong_entropy_gradient_fails_the_same_check():
+    z = np.random.default_rng(0).uniform(-3, 3, (3, 4))
+    d = Categorical(z)
+    wrong = -d.probs * d.logp_all  # the "+ H" term forgotten
+    fd = central_fd(lambda zz: float(Categorical(zz).entropy().sum()), z.copy())
+    assert norm_rel_error(d.entropy_grad(), fd) < TOL
+    assert norm_rel_error(wrong, fd) > 1e-3
+
+
+@given(logits())
+def test_grad_log_prob_lemma_at_the_logits(d):
+    """sum_a p(a) (onehot(a) - p) = 0 exactly (EGLP.1 at the distribution's parameters)."""
+    z, _, _ = d
+    dist = Categorical(z)
+    B, A = z.shape
+    total = sum(dist.probs[:, [a]] * dist.log_prob_grad(np.full(B, a)) for a in range(A))
+    assert np.abs(total).max() < 1e-12
+
+
+def test_extreme_logits_are_finite_and_exact():
+    z = np.array([[1e4, 0.0], [-1e4, 1e4], [1e4, 1e4], [-1e4, -1e4]])
+    d = Categorical(z)
+    assert np.all(np.isfinite(d.logp_all)) and np.all(np.isfinite(d.entropy()))
+    np.testing.assert_allclose(d.probs, [[1, 0], [0, 1], [0.5, 0.5], [0.5, 0.5]], atol=1e-15)
+    np.testing.assert_allclose(d.log_prob(np.array([1, 0, 0, 1])),
+                               [-1e4, -2e4, -np.log(2), -np.log(2)], rtol=1e-12)
+    np.testing.assert_array_equal(d.mode(), [0, 1, 0, 0])
+    assert np.all(d.sample(np.random.default_rng(0))[:2] == [0, 1])
+    # naive softmax would overflow here; log_softmax stays exact
+    np.testing.assert_allclose(log_softmax(np.array([[1e4, 1e4 - 1.0]])),
+                               [[-np.log1p(np.exp(-1)), -1 - np.log1p(np.exp(-1))]], rtol=1e-12)
+
+
+def test_sample_frequencies_match_probs():
+    p = np.array([0.1, 0.2, 0.3, 0.4])
+    n = 20000
+    d = Categorical(np.log(np.tile(p, (n, 1))))
+    counts = np.bincount(d.sample(np.random.default_rng(7)), minlength=4)
+    se = np.sqrt(n * p * (1 - p))  # binomial standard error of each count
+    assert np.all(np.abs(counts - n * p) < 5 * se), (counts, n * p)
+
+
+def test_entropy_and_kl_values():
+    for A in (1, 2, 5):
+        assert Categorical(np.zeros((1, A))).entropy()[0] == pytest.approx(np.log(A), abs=1e-12)
+    rng = np.random.default_rng(1)
+    p, q = Categorical(rng.normal(size=(50, 4))), Categorical(rng.normal(size=(50, 4)))
+    assert np.all(p.kl(q) >= 0) and np.allclose(p.kl(p), 0, atol=1e-15)

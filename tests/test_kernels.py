@@ -1,0 +1,128 @@
+"""Numba kernels against their plain-NumPy references, and the properties the math promises."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from reference import categorical_logp_ref, episode_return_ref, gae_ref, reward_to_go_ref
+
+from pgnumpy import kernels
+
+TOL = dict(rtol=1e-12, atol=1e-12)
+
+
+@st.composite
+def rollouts(draw):
+    """(T, N) rewards, values and episode ends; term and trunc never both True at one step."""
+    T, N = draw(st.integers(1, 12)), draw(st.integers(1, 4))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    floats = st.floats(-10, 10, width=32)
+    rew = draw(hnp.arrays(dtype, (T, N), elements=floats))
+    val = draw(hnp.arrays(np.float64, (T, N), elements=floats))
+    next_val = draw(hnp.arrays(np.float64, (T, N), elements=floats))
+    end = draw(hnp.arrays(np.int8, (T, N), elements=st.sampled_from([0, 0, 0, 1, 2])))
+    gamma = draw(st.floats(0.01, 1.0))
+    lam = draw(st.floats(0.0, 1.0))
+    return rew, val, next_val, end == 1, end == 2, gamma, lam
+
+
+@given(rollouts())
+def test_reward_to_go_matches_reference(r):
+    rew, _, next_val, term, trunc, gamma, _ = r
+    np.testing.assert_allclose(
+        kernels.reward_to_go(rew, term, trunc, next_val, gamma),
+        reward_to_go_ref(rew, term, trunc, next_val, gamma), **TOL)
+
+
+@given(rollouts())
+def test_episode_return_matches_reference(r):
+    rew, _, next_val, term, trunc, gamma, _ = r
+    np.testing.assert_allclose(
+        kernels.episode_return(rew, term, trunc, next_val, gamma),
+        episode_return_ref(rew, term, trunc, next_val, gamma), **TOL)
+
+
+@given(rollouts())
+def test_gae_matches_reference(r):
+    rew, val, next_val, term, trunc, gamma, lam = r
+    np.testing.assert_allclose(
+        kernels.gae(rew, val, next_val, term, trunc, gamma, lam),
+        gae_ref(rew, val, next_val, term, trunc, gamma, lam), **TOL)
+
+
+@given(rollouts())
+def test_gae_lambda_one_is_rtg_minus_v_and_lambda_zero_is_td_residual(r):
+    rew, val, next_val, term, trunc, gamma, _ = r
+    # the telescoping behind lambda = 1 needs the rollout layout's consistency: inside an
+    # episode, next_val[t] is val[t + 1] (rollout.py); only ends and the cut carry their own
+    inside = ~(term | trunc)[:-1]
+    next_val[:-1][inside] = val[1:][inside]
+    rtg = kernels.reward_to_go(rew, term, trunc, next_val, gamma)
+    np.testing.assert_allclose(
+        kernels.gae(rew, val, next_val, term, trunc, gamma, 1.0), rtg - val, rtol=1e-9, atol=1e-9)
+    td = rew + gamma * np.where(term, 0.0, next_val) - val
+    np.testing.assert_allclose(kernels.gae(rew, val, next_val, term, trunc, gamma, 0.0), td, **TOL)
+
+
+@given(rollouts())
+def test_termination_ignores_next_val_and_truncation_bootstraps_it(r):
+    rew, val, next_val, term, trunc, gamma, lam = r
+    bumped = next_val.copy()
+    bumped[term] += 100.0
+    for f in (lambda nv: kernels.reward_to_go(rew, term, trunc, nv, gamma),
+              lambda nv: kernels.gae(rew, val, nv, term, trunc, gamma, lam)):
+        np.testing.assert_array_equal(f(next_val), f(bumped))
+    # at a truncated step, next_val enters with weight gamma
+    for t, i in np.argwhere(trunc):
+        nv = next_val.copy()
+        nv[t, i] += 1.0
+        d = (kernels.reward_to_go(rew, term, trunc, nv, gamma)
+             - kernels.reward_to_go(rew, term, trunc, next_val, gamma))
+        assert d[t, i] == pytest.approx(gamma, rel=1e-9)
+
+
+@given(rollouts())
+def test_nothing_flows_backward_across_an_episode_end(r):
+    rew, val, next_val, term, trunc, gamma, lam = r
+    done = term | trunc
+    for t, i in np.argwhere(done[:-1]):
+        later = rew.copy()
+        later[t + 1 :, i] += 7.0
+        for f in (lambda x: kernels.reward_to_go(x, term, trunc, next_val, gamma),
+                  lambda x: kernels.episode_return(x, term, trunc, next_val, gamma),
+                  lambda x: kernels.gae(x, val, next_val, term, trunc, gamma, lam)):
+            np.testing.assert_array_equal(f(rew)[: t + 1, i], f(later)[: t + 1, i])
+
+
+def test_explicit_edge_cases():
+    # column 0: length-1 episodes; column 1: boundary at the first step then a truncation at the
+    # last step; column 2: no boundary at all (cut at T, bootstrapped)
+    rew = np.array([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0], [3.0, 3.0, 3.0]])
+    term = np.array([[1, 1, 0], [1, 0, 0], [1, 0, 0]], bool)
+    trunc = np.array([[0, 0, 0], [0, 0, 0], [0, 1, 0]], bool)
+    nv = np.full((3, 3), 10.0)
+    g = 0.5
+    rtg = kernels.reward_to_go(rew, term, trunc, nv, g)
+    np.testing.assert_allclose(rtg[:, 0], [1, 2, 3])
+    np.testing.assert_allclose(rtg[:, 1], [1, 2 + g * (3 + g * 10), 3 + g * 10])
+    np.testing.assert_allclose(rtg[:, 2], [1 + g * 2 + g**2 * 3 + g**3 * 10,
+                                           2 + g * 3 + g**2 * 10, 3 + g * 10])
+    R = kernels.episode_return(rew, term, trunc, nv, g)
+    np.testing.assert_allclose(R[:, 1], [1, rtg[1, 1], rtg[1, 1]])
+    np.testing.assert_allclose(R[:, 2], [rtg[0, 2]] * 3)
+
+
+@given(st.integers(1, 6), st.integers(1, 5), st.integers(0, 2**16))
+def test_categorical_logp_matches_reference(B, A, seed):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (B, A))
+    act = rng.integers(0, A, B)
+    np.testing.assert_allclose(kernels.categorical_logp(logits, act),
+                               categorical_logp_ref(logits, act), **TOL)
+
+
+def test_categorical_logp_is_exact_at_extreme_logits():
+    logits = np.array([[1e4, 0.0], [-1e4, 1e4], [1e4, 1e4]])
+    lp = kernels.categorical_logp(logits, np.array([0, 0, 1]))
+    np.testing.assert_allclose(lp, [0.0, -2e4, -np.log(2)], rtol=1e-12)
