@@ -90,3 +90,20 @@ def adapt_beta(beta: float, kl: float, target_kl: float) -> float:
     if kl < target_kl / 1.5:
         return beta / 2.0
     return beta
+
+
+def clipped_value_loss(
+    pred: np.ndarray, val_old: np.ndarray, target: np.ndarray, clip_eps: float
+) -> tuple[float, np.ndarray]:
+    """PPO's clipped value loss (CleanRL's clip_vloss)  (VAL.2):
+
+        L = 1/(2n) sum max((v - R)^2, (v_clip - R)^2),  v_clip = v_old + clip(v - v_old, -eps, eps)
+
+    dL/dv = (v - R)/n where the unclipped error is the larger; (v_clip - R)/n * [|v - v_old| < eps]
+    where the clipped one is (v_clip is flat in v outside the band).
+    """
+    v_clip = val_old + np.clip(pred - val_old, -clip_eps, clip_eps)
+    use_clip = (v_clip - target) ** 2 > (pred - target) ** 2
+    loss, dv = value_loss(np.where(use_clip, v_clip, pred), target)
+    inside = np.abs(pred - val_old) < clip_eps
+    return loss, np.where(use_clip & ~inside, 0.0, dv)

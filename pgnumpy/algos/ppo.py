@@ -45,7 +45,14 @@ import numpy as np
 from pgnumpy.algos.common import TrainResult, recent_mean
 from pgnumpy.config import check_choice, check_hidden, check_int, check_range
 from pgnumpy.logger import Logger
-from pgnumpy.objectives import adapt_beta, normalize, ppo_clip_loss, ppo_kl_loss, value_loss
+from pgnumpy.objectives import (
+    adapt_beta,
+    clipped_value_loss,
+    normalize,
+    ppo_clip_loss,
+    ppo_kl_loss,
+    value_loss,
+)
 from pgnumpy.optim import Adam
 from pgnumpy.phi import next_values, phi
 from pgnumpy.policy import CategoricalPolicy, ValueCritic
@@ -180,12 +187,8 @@ def train(cfg: PPOConfig, logger: Logger | None = None, on_epoch=None) -> TrainR
                     info = {"approx_kl": float(kl.mean()), "clip_frac": 0.0}
                 v, vcache = vf.net.forward(obs[idx])
                 v = v[:, 0].astype(np.float64)
-                if cfg.clip_vf:  # pessimistic max of clipped and unclipped errors (CleanRL)
-                    v_clip = val_old[idx] + np.clip(v - val_old[idx], -cfg.clip_eps, cfg.clip_eps)
-                    use_clip = (v_clip - ret[idx]) ** 2 > (v - ret[idx]) ** 2
-                    v_loss, dv = value_loss(np.where(use_clip, v_clip, v), ret[idx])
-                    inside = np.abs(v - val_old[idx]) < cfg.clip_eps
-                    dv = np.where(use_clip & ~inside, 0.0, dv)
+                if cfg.clip_vf:
+                    v_loss, dv = clipped_value_loss(v, val_old[idx], ret[idx], cfg.clip_eps)
                 else:
                     v_loss, dv = value_loss(v, ret[idx])
                 g_v, _ = vf.net.backward(vcache, (cfg.vf_coef * dv)[:, None].astype(dtype))
