@@ -36,6 +36,37 @@ def categorical_logp(logits: np.ndarray, act: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True)
+def categorical_sample(logits: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sample a ~ softmax(logits) per row by inverse CDF with the uniform u, and its log-prob.
+
+    The acting hot path: one pass per row instead of ~8 NumPy calls (log-softmax, exp, cumsum,
+    compare, ...), each of which costs more in call overhead than in arithmetic at N <= 64 rows.
+    Max-shifted as in (CAT.1); a = the first action whose cumulative probability exceeds u.
+    """
+    B, A = logits.shape
+    act = np.empty(B, np.int64)
+    logp = np.empty(B)
+    for i in range(B):
+        m = logits[i, 0]
+        for j in range(1, A):
+            m = max(m, logits[i, j])
+        s = 0.0
+        for j in range(A):
+            s += np.exp(logits[i, j] - m)
+        target = u[i] * s  # compare unnormalised cumulative sums: no division per entry
+        c = 0.0
+        a = A - 1  # round-off guard: if u * s is never reached, the last action
+        for j in range(A):
+            c += np.exp(logits[i, j] - m)
+            if c > target:
+                a = j
+                break
+        act[i] = a
+        logp[i] = logits[i, a] - m - np.log(s)
+    return act, logp
+
+
+@numba.njit(cache=True)
 def reward_to_go(rew, term, trunc, next_val, gamma):
     """rtg[t] = rew[t] + gamma * (0 | next_val[t] | rtg[t+1])   (RTG.1)
 
@@ -104,3 +135,27 @@ def gae(rew, val, next_val, term, trunc, gamma, lam):
                 nxt = delta + gamma * lam * nxt
             out[t, i] = nxt
     return out
+
+
+@numba.njit(cache=True)
+def episode_stats(rew, term, trunc, valid, ep_ret, ep_len):
+    """Return and length of every episode that ends in the batch, in the order they end.
+
+    ep_ret, ep_len (N,) carry the running episodes in and out (updated in place), so an episode
+    that spans two rollouts is counted once, whole. Invalid (reset) steps are skipped.
+    """
+    T, N = rew.shape
+    rets = np.empty(T * N)
+    lens = np.empty(T * N, np.int64)
+    k = 0
+    for t in range(T):
+        for i in range(N):
+            if not valid[t, i]:
+                continue
+            ep_ret[i] += rew[t, i]
+            ep_len[i] += 1
+            if term[t, i] or trunc[t, i]:
+                rets[k], lens[k] = ep_ret[i], ep_len[i]
+                k += 1
+                ep_ret[i], ep_len[i] = 0.0, 0
+    return rets[:k], lens[:k]

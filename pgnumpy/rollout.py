@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
+from pgnumpy import kernels
 from pgnumpy.errors import UserError
 
 SUPPORTED_ACTION_SPACES = "Discrete"
@@ -140,15 +141,16 @@ def collect(
     term = np.empty((cap, n), bool)
     trunc = np.empty((cap, n), bool)
     valid = np.empty((cap, n), bool)
-    recording = np.ones(n, bool)  # False once a column's last episode of this rollout has ended
+    reset_next = runner.reset_next
+    recording = np.ones(n, bool)  # finishing: False once a column's last episode has ended
     cut = False
     t = n_valid = 0
     while True:
-        if not cut and (n_valid >= min_steps if finishing else t >= T):
-            if not finishing:
-                break
+        if not finishing and t == T:
+            break
+        if finishing and not cut and n_valid >= min_steps:
             cut = True
-            recording &= ~runner.reset_next  # only episodes running at the cut are finished
+            recording &= ~reset_next  # only episodes running at the cut are finished
         if cut and not recording.any():
             break
         if t == cap:  # finishing episodes past the first guess: grow the buffers geometrically
@@ -156,30 +158,32 @@ def collect(
             obs, act, logp, rew, term, trunc, valid = (
                 _grow(x, cap) for x in (obs, act, logp, rew, term, trunc, valid)
             )
-        valid_t = ~runner.reset_next & recording
+        # the hot loop: act, store, step; everything else is done on the whole batch afterwards
         a, lp = act_fn(runner.obs)
-        obs[t], act[t], logp[t], valid[t] = runner.obs, a, lp, valid_t
-        runner.obs, r, te, tr, _ = env.step(a)
-        rew[t], term[t], trunc[t] = r, te, tr
-        # episode statistics from valid steps only (a reset step's reward belongs to no episode)
-        runner.ep_ret += np.where(valid_t, r, 0.0)
-        runner.ep_len += valid_t
-        done = (te | tr) & valid_t
-        for i in np.flatnonzero(done):
-            runner.episode_returns.append(float(runner.ep_ret[i]))
-            runner.episode_lengths.append(int(runner.ep_len[i]))
-        runner.ep_ret[done] = 0.0
-        runner.ep_len[done] = 0
-        runner.reset_next = te | tr
-        n_valid += int(valid_t.sum())
-        if cut:
-            recording &= ~done
+        obs[t], act[t], logp[t] = runner.obs, a, lp
+        runner.obs, rew[t], term[t], trunc[t], _ = env.step(a)
+        if finishing:
+            valid[t] = ~reset_next & recording
+            n_valid += int(valid[t].sum())
+            reset_next = term[t] | trunc[t]
+            if cut:
+                recording &= ~(reset_next & valid[t])
         t += 1
-    runner.env_steps += n_valid
+    if not finishing:  # a step is a NEXT_STEP reset step iff the previous step ended an episode
+        valid[0] = ~runner.reset_next
+        valid[1:t] = ~(term[: t - 1] | trunc[: t - 1])
+    runner.reset_next = term[t - 1] | trunc[t - 1]
     batch = Batch(
         obs[:t], act[:t], logp[:t], rew[:t], term[:t], trunc[:t], valid[:t], runner.obs.copy()
     )
     check_finite(batch)
+    # episode statistics, from valid steps only (a reset step's reward belongs to no episode)
+    rets, lens = kernels.episode_stats(
+        batch.rew, batch.term, batch.trunc, batch.valid, runner.ep_ret, runner.ep_len
+    )
+    runner.episode_returns.extend(rets.tolist())
+    runner.episode_lengths.extend(lens.tolist())
+    runner.env_steps += int(batch.valid.sum())
     return batch
 
 

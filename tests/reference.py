@@ -54,3 +54,13 @@ def categorical_logp_ref(logits, act):
     z = logits - logits.max(axis=1, keepdims=True)
     logp = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
     return logp[np.arange(len(act)), act]
+
+
+
+def categorical_sample_ref(logits, u):
+    """Inverse CDF with normalised probabilities: the first index whose CDF exceeds u."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    cdf = np.cumsum(np.exp(logp), axis=1)
+    act = np.minimum((cdf <= u[:, None]).sum(axis=1), logits.shape[1] - 1)
+    return act, logp[np.arange(len(act)), act]

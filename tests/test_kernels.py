@@ -5,7 +5,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from reference import categorical_logp_ref, episode_return_ref, gae_ref, reward_to_go_ref
+from reference import (
+    categorical_logp_ref,
+    categorical_sample_ref,
+    episode_return_ref,
+    gae_ref,
+    reward_to_go_ref,
+)
 
 from pgnumpy import kernels
 
@@ -126,3 +132,26 @@ def test_categorical_logp_is_exact_at_extreme_logits():
     logits = np.array([[1e4, 0.0], [-1e4, 1e4], [1e4, 1e4]])
     lp = kernels.categorical_logp(logits, np.array([0, 0, 1]))
     np.testing.assert_allclose(lp, [0.0, -2e4, -np.log(2)], rtol=1e-12)
+
+
+@given(st.integers(1, 6), st.integers(1, 5), st.integers(0, 2**16))
+def test_categorical_sample_matches_reference(B, A, seed):
+    rng = np.random.default_rng(seed)
+    logits, u = rng.normal(0, 3, (B, A)), rng.random(B)
+    act, logp = kernels.categorical_sample(logits, u)
+    act_ref, logp_ref = categorical_sample_ref(logits, u)
+    np.testing.assert_array_equal(act, act_ref)
+    np.testing.assert_allclose(logp, logp_ref, **TOL)
+
+
+def test_categorical_sample_frequencies_and_extreme_logits():
+    p = np.array([0.1, 0.2, 0.3, 0.4])
+    n = 20000
+    act, logp = kernels.categorical_sample(np.log(np.tile(p, (n, 1))),
+                                           np.random.default_rng(3).random(n))
+    counts = np.bincount(act, minlength=4)
+    assert np.all(np.abs(counts - n * p) < 5 * np.sqrt(n * p * (1 - p)))  # 5 binomial SEs
+    np.testing.assert_allclose(logp, np.log(p[act]), rtol=1e-12)
+    act, logp = kernels.categorical_sample(np.array([[1e4, 0.0], [-1e4, 1e4]]),
+                                           np.array([0.999, 0.001]))
+    assert act.tolist() == [0, 1] and np.all(logp == 0.0)
