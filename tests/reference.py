@@ -64,3 +64,25 @@ def categorical_sample_ref(logits, u):
     cdf = np.cumsum(np.exp(logp), axis=1)
     act = np.minimum((cdf <= u[:, None]).sum(axis=1), logits.shape[1] - 1)
     return act, logp[np.arange(len(act)), act]
+
+
+def episode_stats_ref(rew, term, trunc, valid, ep_ret, ep_len):
+    """Segment sums with cumsum over each column's valid steps; carry-in added to the first."""
+    found = []  # (t, i, return, length), sorted by (t, i) at the end
+    for i in range(rew.shape[1]):
+        steps = np.flatnonzero(valid[:, i])
+        ends = steps[(term | trunc)[steps, i]]
+        c = np.concatenate([[0.0], np.cumsum(rew[steps, i])])
+        pos = np.searchsorted(steps, ends)  # index of each end within the valid steps
+        prev = -1
+        for t, p in zip(ends, pos):
+            r, n = c[p + 1] - c[prev + 1], p - prev
+            if prev == -1:
+                r, n = r + ep_ret[i], n + ep_len[i]
+            found.append((t, i, r, n))
+            prev = p
+        tail = len(steps) - 1 - prev
+        ep_ret[i] = (c[-1] - c[prev + 1]) + (ep_ret[i] if prev == -1 else 0.0)
+        ep_len[i] = tail + (ep_len[i] if prev == -1 else 0)
+    found.sort()
+    return np.array([f[2] for f in found]), np.array([f[3] for f in found], np.int64)

@@ -9,6 +9,7 @@ from reference import (
     categorical_logp_ref,
     categorical_sample_ref,
     episode_return_ref,
+    episode_stats_ref,
     gae_ref,
     reward_to_go_ref,
 )
@@ -155,3 +156,19 @@ def test_categorical_sample_frequencies_and_extreme_logits():
     act, logp = kernels.categorical_sample(np.array([[1e4, 0.0], [-1e4, 1e4]]),
                                            np.array([0.999, 0.001]))
     assert act.tolist() == [0, 1] and np.all(logp == 0.0)
+
+
+@given(rollouts(), st.integers(0, 2**16))
+def test_episode_stats_matches_reference(r, seed):
+    rew, _, _, term, trunc, _, _ = r
+    rng = np.random.default_rng(seed)
+    valid = rng.random(rew.shape) < 0.8
+    carry_ret, carry_len = rng.normal(size=rew.shape[1]), rng.integers(0, 5, rew.shape[1])
+    a_ret, a_len = carry_ret.copy(), carry_len.copy()
+    b_ret, b_len = carry_ret.copy(), carry_len.copy()
+    rets, lens = kernels.episode_stats(rew, term, trunc, valid, a_ret, a_len)
+    rets_ref, lens_ref = episode_stats_ref(rew, term, trunc, valid, b_ret, b_len)
+    np.testing.assert_allclose(rets, rets_ref, **TOL)
+    np.testing.assert_array_equal(lens, lens_ref)
+    np.testing.assert_allclose(a_ret, b_ret, **TOL)  # the running episodes carried out
+    np.testing.assert_array_equal(a_len, b_len)
