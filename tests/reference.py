@@ -72,7 +72,7 @@ def episode_stats_ref(rew, term, trunc, valid, ep_ret, ep_len):
     for i in range(rew.shape[1]):
         steps = np.flatnonzero(valid[:, i])
         ends = steps[(term | trunc)[steps, i]]
-        c = np.concatenate([[0.0], np.cumsum(rew[steps, i])])
+        c = np.concatenate([[0.0], np.cumsum(rew[steps, i].astype(np.float64))])
         pos = np.searchsorted(steps, ends)  # index of each end within the valid steps
         prev = -1
         for t, p in zip(ends, pos):
