@@ -58,20 +58,9 @@ class MLP:
             k += o
         return Ws, bs
 
-    def _act(self, z: np.ndarray) -> np.ndarray:
-        if self.activation == "tanh":
-            return np.tanh(z, out=z)
-        return np.maximum(z, 0, out=z)
-
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Forward without a cache (acting)."""
-        h = np.asarray(x, self.dtype)
-        last = len(self.W) - 1
-        for l, (W, b) in enumerate(zip(self.W, self.b)):
-            h = h @ W + b
-            if l < last:
-                h = self._act(h)
-        return h
+        return self.forward(x)[0]
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """y = MLP(x) and the cache backward needs: the input of every layer (h_0 .. h_{L-1})."""
@@ -79,10 +68,13 @@ class MLP:
         cache = [h]
         last = len(self.W) - 1
         for l, (W, b) in enumerate(zip(self.W, self.b)):
-            h = h @ W + b
+            z = h @ W
+            z += b  # in place: one temporary per layer, not two
             if l < last:
-                h = self._act(h)
+                h = np.tanh(z, out=z) if self.activation == "tanh" else np.maximum(z, 0, out=z)
                 cache.append(h)
+            else:
+                h = z
         return h, cache
 
     def backward(self, cache: list[np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,17 +84,18 @@ class MLP:
         dz = np.asarray(dy, self.dtype)
         for l in range(len(self.W) - 1, -1, -1):
             h_in = cache[l]
-            dW[l][:] = h_in.T @ dz  # (MLP.1)
-            db[l][:] = dz.sum(axis=0)
-            dh = dz @ self.W[l].T
-            if l > 0:  # h_in = act(z_{l-1}): through the activation
-                if self.activation == "tanh":
-                    dz = dh * (1.0 - h_in * h_in)  # (MLP.2)
-                else:
-                    dz = dh * (h_in > 0)  # (MLP.3)
-            else:
-                dx = dh
-        return grad, dx
+            np.matmul(h_in.T, dz, out=dW[l])  # dW = h_in^T dz      (MLP.1)
+            np.sum(dz, axis=0, out=db[l])  # db = sum_batch dz
+            dh = dz @ self.W[l].T  # dh_in = dz W^T
+            if l == 0:
+                return grad, dh
+            if self.activation == "tanh":  # dz = dh (1 - h^2), h = tanh(z)   (MLP.2)
+                dz = h_in * h_in
+                np.subtract(1.0, dz, out=dz)
+                dz *= dh
+            else:  # dz = dh [h > 0]   (MLP.3)
+                dz = dh * (h_in > 0)
+        raise AssertionError("unreachable: an MLP has at least one layer")
 
 
 def orthogonal(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
