@@ -25,18 +25,17 @@ class Logger:
             with open(self.csv_path, "a", newline="") as f:
                 csv.writer(f).writerow([_csv(row[k]) for k in self._keys])
         if not self.quiet:
+            widths = [max(10, len(k)) for k in self._keys]
             if (len(self.rows) - 1) % 25 == 0:
-                print("  ".join(f"{k:>11}" for k in self._keys), flush=True)
-            print("  ".join(_cell(row[k]) for k in self._keys), flush=True)
+                print("  ".join(f"{k:>{w}}" for k, w in zip(self._keys, widths)), flush=True)
+            print("  ".join(_cell(row[k], w) for k, w in zip(self._keys, widths)), flush=True)
 
 
 def _csv(x) -> str:
     return repr(x) if isinstance(x, float) else str(x)
 
 
-def _cell(x) -> str:
-    if isinstance(x, float):
-        if math.isnan(x):
-            return f"{'nan':>11}"
-        return f"{x:>11.4g}" if abs(x) < 1e5 else f"{x:>11.4e}"
-    return f"{x!s:>11}"
+def _cell(x, w: int) -> str:
+    if isinstance(x, float) and math.isfinite(x):
+        return f"{x:>{w}.4g}" if abs(x) < 1e5 else f"{x:>{w}.4e}"
+    return f"{x!s:>{w}}"
