@@ -8,11 +8,32 @@ from pathlib import Path
 
 
 class Logger:
-    def __init__(self, out_dir: str | Path | None = None, quiet: bool = False):
+    def __init__(self, out_dir: str | Path | None = None, quiet: bool = False,
+                 append: int | bool = False):
+        """append=EPOCH: continue an existing progress.csv (a resumed run) after dropping rows
+        past EPOCH, the checkpoint's (an interrupt can land between a row and its checkpoint)."""
         self.quiet = quiet
         self.csv_path = Path(out_dir) / "progress.csv" if out_dir is not None else None
         self.rows: list[dict] = []
         self._keys: list[str] | None = None
+        if append is not False and self.csv_path is not None and self.csv_path.exists():
+            self._truncate_after(append)
+
+    def _truncate_after(self, epoch: int) -> None:
+        with open(self.csv_path, newline="") as f:
+            rows = list(csv.reader(f))
+        self._keys = rows[0] if rows else None
+        i = self._keys.index("epoch") if self._keys else 0
+        kept = [r for r in rows[1:] if int(r[i]) <= epoch]
+        with open(self.csv_path, "w", newline="") as f:
+            csv.writer(f).writerows(rows[:1] + kept)
+
+    def read_all(self) -> list[dict]:
+        """Every row of progress.csv (a resumed run's earlier epochs too), numbers as floats."""
+        if self.csv_path is None or not self.csv_path.exists():
+            return self.rows
+        with open(self.csv_path, newline="") as f:
+            return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
     def log(self, row: dict) -> None:
         self.rows.append(row)

@@ -28,9 +28,8 @@ import time  # noqa: E402
 import typing  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 from pgnumpy.algos import ppo, simple_pg, vpg  # noqa: E402
+from pgnumpy.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from pgnumpy.errors import UserError  # noqa: E402
 from pgnumpy.logger import Logger  # noqa: E402
 
@@ -132,23 +131,6 @@ def parse_args(argv: list[str] | None) -> tuple[str, object, argparse.Namespace]
     return algo, cfg, args
 
 
-def save_checkpoint(path: Path, algo: str, cfg, epoch: int, env_steps: int, result) -> None:
-    """Atomic write: a stopped run keeps the last completed epoch's checkpoint intact."""
-    arrays = {"policy": result.policy.params}
-    if result.critic is not None:
-        arrays["critic"] = result.critic.params
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(
-            f,
-            **arrays,
-            epoch=epoch,
-            env_steps=env_steps,
-            config=json.dumps({"algo": algo, **dataclasses.asdict(cfg)}),
-        )
-    os.replace(tmp, path)
-
-
 def plot_learning_curve(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -169,44 +151,72 @@ def plot_learning_curve(rows: list[dict], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    out = None
     try:
-        algo, cfg, args = parse_args(argv)
-        out = Path(
-            args.out or f"runs/{algo}-{cfg.env_id}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(
-            json.dumps({"algo": algo, **dataclasses.asdict(cfg)}, indent=2) + "\n"
-        )
+        if "--resume" in argv:
+            algo, cfg, out, resume, quiet = parse_resume(argv)
+        else:
+            algo, cfg, args = parse_args(argv)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out = Path(args.out or f"runs/{algo}-{cfg.env_id}-seed{cfg.seed}-{stamp}")
+            out.mkdir(parents=True, exist_ok=True)
+            resume, quiet = None, args.quiet
+        config = {"algo": algo, **dataclasses.asdict(cfg)}
+        if resume is None:
+            (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         _, train_fn = ALGOS[algo]
-        ckpt = out / "checkpoint.npz"
 
-        def on_epoch(epoch, result):
-            save_checkpoint(ckpt, algo, cfg, epoch, result.history[-1]["env_steps"], result)
+        def on_epoch(epoch: int, state: dict) -> None:
+            save_checkpoint(out / "checkpoint.npz", config=config, epoch=epoch, **state)
 
-        result = train_fn(cfg, Logger(out, quiet=args.quiet), on_epoch=on_epoch)
+        keep = int(resume["epoch"]) if resume is not None else False
+        logger = Logger(out, quiet=quiet, append=keep)
+        result = train_fn(cfg, logger, on_epoch=on_epoch, resume=resume)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted; the last completed epoch's checkpoint is in {out}", file=sys.stderr)
+        where = f"; the last completed epoch's checkpoint is in {out}/" if out else ""
+        print(f"\ninterrupted{where} (continue with --resume {out})", file=sys.stderr)
         return 130
-    plot_learning_curve(result.history, out / "learning_curve.png", f"{algo} on {cfg.env_id}")
+    if not result.history:
+        print(f"nothing to do: the run in {out}/ had already finished its budget")
+        return 0
+    rows = logger.read_all()
+    plot_learning_curve(rows, out / "learning_curve.png", f"{algo} on {cfg.env_id}")
     last = result.history[-1]
     if result.solved_at is not None:
         s = result.solved_at
-        print(
-            f"solved: mean return of the last 100 episodes {s['ep_return_mean']:.1f} >= "
-            f"{cfg.target_return:g} after {s['env_steps']} env steps, {s['wall_s']:.2f} s"
-        )
+        print(f"solved: mean return of the last 100 episodes {s['ep_return_mean']:.1f} >= "
+              f"{cfg.target_return:g} after {s['env_steps']} env steps, {s['wall_s']:.2f} s")
     else:
-        print(
-            f"finished {len(result.history)} epochs: mean return of the last 100 episodes "
-            f"{last['ep_return_mean']:.1f} after {last['env_steps']} env steps, "
-            f"{last['wall_s']:.2f} s"
-        )
+        print(f"finished: mean return of the last 100 episodes {last['ep_return_mean']:.1f} "
+              f"after {last['env_steps']} env steps, {last['wall_s']:.2f} s")
     print(f"run written to {out}/")
     return 0
+
+
+def parse_resume(argv: list[str]):
+    """`--resume RUN_DIR [--quiet]`: continue a run with its saved config."""
+    p = _Parser(prog="python -m pgnumpy.train --resume")
+    p.add_argument("--resume", required=True)
+    p.add_argument("--quiet", action="store_true")
+    args, rest = p.parse_known_args(argv)
+    if rest:
+        raise UserError(f"--resume continues a run with its saved config; drop {' '.join(rest)}")
+    out = Path(args.resume)
+    ckpt = load_checkpoint(out)
+    saved = dict(ckpt["config"])
+    algo = saved.pop("algo", None)
+    if algo not in ALGOS:
+        raise UserError(f"checkpoint in {out} names an unknown algorithm {algo!r}")
+    cfg_cls, _ = ALGOS[algo]
+    try:
+        cfg = cfg_cls(**saved)
+    except TypeError as e:
+        raise UserError(f"checkpoint config in {out} does not fit {algo}: {e}") from None
+    return algo, cfg, out, ckpt, args.quiet
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 import os
 
+# The trainer runs BLAS single-threaded (pgnumpy/train.py); do the same here, before numpy loads,
+# so in-process runs match CLI runs bit for bit (thread count changes summation order).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(

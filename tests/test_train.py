@@ -73,7 +73,7 @@ def test_vpg_run_writes_its_directory_and_learns(tmp_path, capsys):
     first, last = float(rows[0]["ep_return_mean"]), float(rows[-1]["ep_return_mean"])
     assert first < 40 and last > 100, (first, last)
     ckpt = np.load(out / "checkpoint.npz")
-    assert int(ckpt["epoch"]) == 11 and ckpt["policy"].ndim == 1
+    assert int(ckpt["epoch"]) == 11 and ckpt["net/policy"].ndim == 1
     assert "ep_return_mean" in capsys.readouterr().out  # the progress table
 
 

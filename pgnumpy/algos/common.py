@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pgnumpy.errors import UserError
 from pgnumpy.optim import Adam
 
 
@@ -34,3 +35,20 @@ def fit_critic(critic, opt: Adam, iters: int, *data) -> float:
 def recent_mean(x: list, k: int = 100) -> float:
     """Mean of the last k finished episodes (nan before the first one ends)."""
     return float(np.mean(x[-k:])) if x else float("nan")
+
+
+def resume_env_seed(seed: int, resume: dict | None) -> int:
+    """The env seed: the run's seed, or (resuming) one derived from it and the epoch reached."""
+    return seed if resume is None else seed + 7919 * (int(resume["epoch"]) + 1)
+
+
+def check_finite(epoch: int, **quantities: float) -> None:
+    """A NaN or inf in a loss would poison every later step: stop, naming the quantity.
+
+    Called before the epoch's checkpoint is written, so the last good checkpoint is kept."""
+    for name, v in quantities.items():
+        if not np.isfinite(v):
+            raise UserError(
+                f"non-finite {name} ({v}) at epoch {epoch}; the last good checkpoint "
+                "is kept. Lower the learning rate, or check the env's rewards"
+            )

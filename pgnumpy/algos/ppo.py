@@ -42,7 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pgnumpy.algos.common import TrainResult, recent_mean
+from pgnumpy.algos.common import TrainResult, check_finite, recent_mean, resume_env_seed
+from pgnumpy.checkpoint import restore
 from pgnumpy.config import check_choice, check_hidden, check_int, check_range
 from pgnumpy.logger import Logger
 from pgnumpy.objectives import (
@@ -112,7 +113,11 @@ class PPOConfig:
             check_range("target_return", self.target_return)
 
 
-def train(cfg: PPOConfig, logger: Logger | None = None, on_epoch=None) -> TrainResult:
+def train(
+    cfg: PPOConfig, logger: Logger | None = None, on_epoch=None, resume: dict | None = None
+) -> TrainResult:
+    """Train; `on_epoch(epoch, state)` after each iteration (checkpointing); `resume` a loaded
+    checkpoint."""
     logger = logger or Logger(quiet=True)
     init_rng, act_rng, mb_rng = np.random.default_rng(cfg.seed).spawn(3)
     env = make_env(cfg.env_id, cfg.num_envs)
@@ -127,9 +132,15 @@ def train(cfg: PPOConfig, logger: Logger | None = None, on_epoch=None) -> TrainR
     beta = cfg.beta
     iterations = max(1, cfg.total_steps // (cfg.num_envs * cfg.steps_per_env))
 
-    runner = Runner.start(env, seed=cfg.seed)
-    start = time.perf_counter()
-    for it in range(iterations):
+    runner = Runner.start(env, seed=resume_env_seed(cfg.seed, resume))
+    nets, opts = {"policy": policy.net, "critic": vf.net}, {"policy": opt, "critic": vf_opt}
+    rngs = {"act": act_rng, "minibatch": mb_rng}
+    first, wall0 = 0, 0.0
+    if resume is not None:
+        first, wall0 = restore(resume, nets=nets, opts=opts, rngs=rngs, runner=runner)
+        beta = resume["extra"]["beta"]
+    start = time.perf_counter() - wall0
+    for it in range(first, iterations):
         if cfg.anneal_lr:  # linear decay to 0 over the budget
             opt.lr = vf_opt.lr = cfg.lr * (1.0 - it / iterations)
 
@@ -230,10 +241,21 @@ def train(cfg: PPOConfig, logger: Logger | None = None, on_epoch=None) -> TrainR
         }
         if cfg.variant == "kl":
             row["beta"] = beta
+        check_finite(it, loss=row["loss"], value_loss=row["value_loss"])
         logger.log(row)
         result.history.append(row)
         if on_epoch is not None:
-            on_epoch(it, result)
+            on_epoch(
+                it,
+                dict(
+                    nets=nets,
+                    opts=opts,
+                    rngs=rngs,
+                    runner=runner,
+                    wall_s=row["wall_s"],
+                    extra={"beta": beta},
+                ),
+            )
         if cfg.target_return is not None and row["ep_return_mean"] >= cfg.target_return:
             result.solved_at = row
             break

@@ -37,7 +37,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pgnumpy.algos.common import TrainResult, fit_critic, recent_mean
+from pgnumpy.algos.common import (
+    TrainResult,
+    check_finite,
+    fit_critic,
+    recent_mean,
+    resume_env_seed,
+)
+from pgnumpy.checkpoint import restore
 from pgnumpy.config import check_choice, check_hidden, check_int, check_range
 from pgnumpy.logger import Logger
 from pgnumpy.objectives import pg_loss
@@ -82,7 +89,10 @@ class SimplePGConfig:
             check_range("target_return", self.target_return)
 
 
-def train(cfg: SimplePGConfig, logger: Logger | None = None, on_epoch=None) -> TrainResult:
+def train(
+    cfg: SimplePGConfig, logger: Logger | None = None, on_epoch=None, resume: dict | None = None
+) -> TrainResult:
+    """Train. `on_epoch(epoch, state)` runs after each epoch; `resume`: a loaded checkpoint."""
     logger = logger or Logger(quiet=True)
     init_rng, act_rng = np.random.default_rng(cfg.seed).spawn(2)
     env = make_env(cfg.env_id, cfg.num_envs)
@@ -99,11 +109,19 @@ def train(cfg: SimplePGConfig, logger: Logger | None = None, on_epoch=None) -> T
     vf_opt = Adam(critic.params, lr=cfg.vf_lr) if critic is not None else None
     result = TrainResult(policy, critic)
 
-    runner = Runner.start(env, seed=cfg.seed)
-    start = time.perf_counter()
-    for epoch in range(cfg.epochs):
+    runner = Runner.start(env, seed=resume_env_seed(cfg.seed, resume))
+    nets = {"policy": policy.net} | ({"critic": critic.net} if critic is not None else {})
+    opts = {"policy": opt} | ({"critic": vf_opt} if critic is not None else {})
+    rngs = {"act": act_rng}
+    first, wall0 = (
+        restore(resume, nets=nets, opts=opts, rngs=rngs, runner=runner)
+        if resume is not None
+        else (0, 0.0)
+    )
+    start = time.perf_counter() - wall0
+    for epoch in range(first, cfg.epochs):
         # 1. collect: fresh episodes, each played to its end (the seed's loop)
-        if epoch > 0:
+        if epoch > first:
             runner.restart()
         n_ep0 = len(runner.episode_returns)
         batch = collect(runner, lambda o: policy.act(o, act_rng), min_steps=cfg.steps_per_epoch)
@@ -157,10 +175,13 @@ def train(cfg: SimplePGConfig, logger: Logger | None = None, on_epoch=None) -> T
             "entropy": float(dist.entropy().mean()),
             "value_loss": value_loss,
         }
+        check_finite(epoch, loss=loss, **({"value_loss": value_loss} if critic is not None else {}))
         logger.log(row)
         result.history.append(row)
         if on_epoch is not None:
-            on_epoch(epoch, result)
+            on_epoch(
+                epoch, dict(nets=nets, opts=opts, rngs=rngs, runner=runner, wall_s=row["wall_s"])
+            )
         if cfg.target_return is not None and row["ep_return_mean"] >= cfg.target_return:
             result.solved_at = row
             break

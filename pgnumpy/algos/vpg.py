@@ -34,7 +34,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pgnumpy.algos.common import TrainResult, fit_critic, recent_mean
+from pgnumpy.algos.common import (
+    TrainResult,
+    check_finite,
+    fit_critic,
+    recent_mean,
+    resume_env_seed,
+)
+from pgnumpy.checkpoint import restore
 from pgnumpy.config import check_choice, check_hidden, check_int, check_range
 from pgnumpy.logger import Logger
 from pgnumpy.objectives import normalize, pg_loss
@@ -83,7 +90,10 @@ class VPGConfig:
             check_range("target_return", self.target_return)
 
 
-def train(cfg: VPGConfig, logger: Logger | None = None, on_epoch=None) -> TrainResult:
+def train(
+    cfg: VPGConfig, logger: Logger | None = None, on_epoch=None, resume: dict | None = None
+) -> TrainResult:
+    """Train. `on_epoch(epoch, state)` runs after each epoch; `resume`: a loaded checkpoint."""
     logger = logger or Logger(quiet=True)
     init_rng, act_rng = np.random.default_rng(cfg.seed).spawn(2)
     env = make_env(cfg.env_id, cfg.num_envs)
@@ -102,9 +112,17 @@ def train(cfg: VPGConfig, logger: Logger | None = None, on_epoch=None) -> TrainR
     qf_opt = Adam(qf.params, lr=cfg.vf_lr) if qf is not None else None
     result = TrainResult(policy, vf)
 
-    runner = Runner.start(env, seed=cfg.seed)
-    start = time.perf_counter()
-    for epoch in range(cfg.epochs):
+    runner = Runner.start(env, seed=resume_env_seed(cfg.seed, resume))
+    nets = {"policy": policy.net, "critic": vf.net} | ({"q": qf.net} if qf is not None else {})
+    opts = {"policy": opt, "critic": vf_opt} | ({"q": qf_opt} if qf is not None else {})
+    rngs = {"act": act_rng}
+    first, wall0 = (
+        restore(resume, nets=nets, opts=opts, rngs=rngs, runner=runner)
+        if resume is not None
+        else (0, 0.0)
+    )
+    start = time.perf_counter() - wall0
+    for epoch in range(first, cfg.epochs):
         # 1. collect T steps from each of the N sub-envs
         batch = collect(runner, lambda o: policy.act(o, act_rng), T=cfg.steps_per_env)
         m = batch.valid
@@ -161,10 +179,13 @@ def train(cfg: VPGConfig, logger: Logger | None = None, on_epoch=None) -> TrainR
             "value_loss": value_loss,
             "grad_norm": grad_norm,
         }
+        check_finite(epoch, loss=loss, value_loss=value_loss)
         logger.log(row)
         result.history.append(row)
         if on_epoch is not None:
-            on_epoch(epoch, result)
+            on_epoch(
+                epoch, dict(nets=nets, opts=opts, rngs=rngs, runner=runner, wall_s=row["wall_s"])
+            )
         if cfg.target_return is not None and row["ep_return_mean"] >= cfg.target_return:
             result.solved_at = row
             break

@@ -1,0 +1,141 @@
+"""Runs people can trust: reproducible, resumable, interruptible, and loud about bad state."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from pgnumpy.algos import ppo
+from pgnumpy.checkpoint import load_checkpoint
+from pgnumpy.train import main
+
+SMALL = ["--total-steps", "6144", "--num-envs", "8", "--steps-per-env", "64", "--quiet"]
+
+
+def progress(run, drop=("wall_s",)):
+    with open(run / "progress.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
+
+
+def test_same_seed_same_run_in_process_and_across_processes(tmp_path):
+    a = ppo.train(ppo.PPOConfig(total_steps=6144, num_envs=8, steps_per_env=64, seed=3))
+    b = ppo.train(ppo.PPOConfig(total_steps=6144, num_envs=8, steps_per_env=64, seed=3))
+    np.testing.assert_array_equal(a.policy.params, b.policy.params)
+    strip = [{k: v for k, v in r.items() if k != "wall_s"} for r in a.history]
+    assert strip == [{k: v for k, v in r.items() if k != "wall_s"} for r in b.history]
+    runs = []
+    for name in ("p1", "p2"):
+        subprocess.run([sys.executable, "-m", "pgnumpy.train", *SMALL, "--seed", "3",
+                        "--out", str(tmp_path / name)], check=True, capture_output=True)
+        runs.append(tmp_path / name)
+    assert progress(runs[0]) == progress(runs[1])
+    ck = [load_checkpoint(r) for r in runs]
+    np.testing.assert_array_equal(ck[0]["net/policy"], ck[1]["net/policy"])
+    np.testing.assert_array_equal(ck[0]["net/policy"], a.policy.params)
+    c = ppo.train(ppo.PPOConfig(total_steps=6144, num_envs=8, steps_per_env=64, seed=4))
+    assert not np.array_equal(c.policy.params, a.policy.params)  # the seed matters
+
+
+def test_checkpoint_holds_the_whole_state(tmp_path):
+    assert main([*SMALL, "--out", str(tmp_path / "r")]) == 0
+    ck = load_checkpoint(tmp_path / "r")
+    for key in ["net/policy", "net/critic", "opt/policy/m", "opt/policy/v", "opt/critic/t",
+                "episode_returns", "env_steps", "epoch", "wall_s"]:
+        assert key in ck
+    assert set(ck["rngs"]) == {"act", "minibatch"} and ck["config"]["algo"] == "ppo"
+    assert not (tmp_path / "r" / "checkpoint.npz.tmp").exists()  # written via temp + rename
+
+
+def test_interrupt_keeps_the_last_checkpoint_and_resume_continues_learning(tmp_path):
+    run = tmp_path / "r"
+    cmd = [sys.executable, "-m", "pgnumpy.train", "--total-steps", "80000", "--target-return",
+           "none", "--seed", "1", "--out", str(run), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait for a few epochs, then Ctrl-C
+        if (run / "progress.csv").exists() and len(progress(run)) >= 15:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    ck = load_checkpoint(run)
+    stopped_at = int(ck["epoch"])
+    rows_before = progress(run)
+    assert stopped_at >= 14
+    assert main(["--resume", str(run), "--quiet"]) == 0
+    rows = progress(run)
+    epochs = [int(r["epoch"]) for r in rows]
+    assert epochs == list(range(len(rows)))  # contiguous: no gap, no repeat
+    assert rows[: stopped_at + 1] == rows_before[: stopped_at + 1]
+    first = float(rows[stopped_at]["ep_return_mean"])
+    last = float(rows[-1]["ep_return_mean"])
+    assert int(rows[-1]["env_steps"]) > 75000 and last > first + 50, (first, last)
+
+
+def test_bad_resume_targets_get_one_line_errors(tmp_path, capsys):
+    (tmp_path / "trunc").mkdir()
+    good = tmp_path / "good"
+    assert main([*SMALL, "--out", str(good)]) == 0
+    data = (good / "checkpoint.npz").read_bytes()
+    (tmp_path / "trunc" / "checkpoint.npz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "foreign").mkdir()
+    np.savez(tmp_path / "foreign" / "checkpoint.npz", x=np.arange(3))
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "checkpoint.npz").write_text("hello")
+    capsys.readouterr()
+    for name, msg in [("trunc", "not a readable checkpoint"), ("foreign", "not a pgnumpy checkpoint"),
+                      ("text", "not a readable checkpoint"), ("missing", "no checkpoint at")]:
+        assert main(["--resume", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err
+    assert main(["--resume", str(good), "--lr", "0.1"]) == 2
+    assert "drop --lr 0.1" in capsys.readouterr().err
+
+
+def test_checkpoint_that_does_not_fit_the_network_is_refused(tmp_path):
+    from pgnumpy.errors import UserError
+
+    assert main([*SMALL, "--out", str(tmp_path / "r")]) == 0
+    ck = load_checkpoint(tmp_path / "r")
+    with pytest.raises(UserError, match="network 'policy' does not match the config"):
+        ppo.train(ppo.PPOConfig(hidden=(8,), total_steps=512, num_envs=8, steps_per_env=64),
+                  resume=ck)
+
+
+def test_a_nan_loss_stops_the_run_naming_the_epoch_and_keeps_the_last_good_checkpoint(
+        tmp_path, capsys, monkeypatch):
+    import pgnumpy.algos.ppo as ppo_mod
+
+    real = ppo_mod.ppo_clip_loss
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        loss, g, info = real(*a, **k)
+        return (float("nan") if calls["n"] > 16 else loss), g, info  # from iteration 3 on
+
+    monkeypatch.setattr(ppo_mod, "ppo_clip_loss", poisoned)
+    code = main([*SMALL, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "non-finite loss (nan) at epoch 2" in err
+    assert int(load_checkpoint(tmp_path / "r")["epoch"]) == 1
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+def test_keyboard_interrupt_message_is_one_line(tmp_path, capsys, monkeypatch):
+    import pgnumpy.algos.ppo as ppo_mod
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ppo_mod, "collect", boom)
+    assert main([*SMALL, "--out", str(tmp_path / "r")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted") and err.count("\n") == 0
