@@ -90,8 +90,10 @@ def test_bad_resume_targets_get_one_line_errors(tmp_path, capsys):
     (tmp_path / "text").mkdir()
     (tmp_path / "text" / "checkpoint.npz").write_text("hello")
     capsys.readouterr()
-    for name, msg in [("trunc", "not a readable checkpoint"), ("foreign", "not a pgnumpy checkpoint"),
-                      ("text", "not a readable checkpoint"), ("missing", "no checkpoint at")]:
+    for name, msg in [("trunc", "not a readable checkpoint"),
+                      ("foreign", "not a pgnumpy checkpoint"),
+                      ("text", "not a readable checkpoint"),
+                      ("missing", "no checkpoint at")]:
         assert main(["--resume", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1, err
