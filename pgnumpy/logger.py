@@ -15,6 +15,7 @@ class Logger:
         self.quiet = quiet
         self.csv_path = Path(out_dir) / "progress.csv" if out_dir is not None else None
         self.rows: list[dict] = []
+        self.total_epochs: int | None = None  # set by the algorithm: enables the ETA column
         self._keys: list[str] | None = None
         if append is not False and self.csv_path is not None and self.csv_path.exists():
             self._truncate_after(append)
@@ -46,10 +47,15 @@ class Logger:
             with open(self.csv_path, "a", newline="") as f:
                 csv.writer(f).writerow([_csv(row[k]) for k in self._keys])
         if not self.quiet:
-            widths = [max(10, len(k)) for k in self._keys]
+            shown = dict(row)
+            if self.total_epochs is not None:  # console only: time left at the recent pace
+                done = row["epoch"] + 1
+                shown["eta_s"] = round(row["wall_s"] / done * (self.total_epochs - done), 1)
+            keys = list(shown)
+            widths = [max(10, len(k)) for k in keys]
             if (len(self.rows) - 1) % 25 == 0:
-                print("  ".join(f"{k:>{w}}" for k, w in zip(self._keys, widths)), flush=True)
-            print("  ".join(_cell(row[k], w) for k, w in zip(self._keys, widths)), flush=True)
+                print("  ".join(f"{k:>{w}}" for k, w in zip(keys, widths)), flush=True)
+            print("  ".join(_cell(shown[k], w) for k, w in zip(keys, widths)), flush=True)
 
 
 def _csv(x) -> str:

@@ -150,6 +150,25 @@ def plot_learning_curve(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def run(algo: str, cfg, out: Path, quiet: bool = False, resume: dict | None = None):
+    """Train `cfg` with `algo`, writing the run directory `out`; returns the TrainResult."""
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"algo": algo, **dataclasses.asdict(cfg)}
+    if resume is None:
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    _, train_fn = ALGOS[algo]
+
+    def on_epoch(epoch: int, state: dict) -> None:
+        save_checkpoint(out / "checkpoint.npz", config=config, epoch=epoch, **state)
+
+    logger = Logger(out, quiet=quiet, append=int(resume["epoch"]) if resume is not None else False)
+    result = train_fn(cfg, logger, on_epoch=on_epoch, resume=resume)
+    if result.history:
+        title = f"{algo} on {cfg.env_id}"
+        plot_learning_curve(logger.read_all(), out / "learning_curve.png", title)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = None
@@ -160,19 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             algo, cfg, args = parse_args(argv)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = Path(args.out or f"runs/{algo}-{cfg.env_id}-seed{cfg.seed}-{stamp}")
-            out.mkdir(parents=True, exist_ok=True)
             resume, quiet = None, args.quiet
-        config = {"algo": algo, **dataclasses.asdict(cfg)}
-        if resume is None:
-            (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        _, train_fn = ALGOS[algo]
-
-        def on_epoch(epoch: int, state: dict) -> None:
-            save_checkpoint(out / "checkpoint.npz", config=config, epoch=epoch, **state)
-
-        keep = int(resume["epoch"]) if resume is not None else False
-        logger = Logger(out, quiet=quiet, append=keep)
-        result = train_fn(cfg, logger, on_epoch=on_epoch, resume=resume)
+        result = run(algo, cfg, out, quiet, resume)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -183,8 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     if not result.history:
         print(f"nothing to do: the run in {out}/ had already finished its budget")
         return 0
-    rows = logger.read_all()
-    plot_learning_curve(rows, out / "learning_curve.png", f"{algo} on {cfg.env_id}")
     last = result.history[-1]
     if result.solved_at is not None:
         s = result.solved_at

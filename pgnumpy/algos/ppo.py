@@ -131,6 +131,7 @@ def train(
     result = TrainResult(policy, vf)
     beta = cfg.beta
     iterations = max(1, cfg.total_steps // (cfg.num_envs * cfg.steps_per_env))
+    logger.total_epochs = iterations
 
     runner = Runner.start(env, seed=resume_env_seed(cfg.seed, resume))
     nets, opts = {"policy": policy.net, "critic": vf.net}, {"policy": opt, "critic": vf_opt}

@@ -94,6 +94,7 @@ def train(
 ) -> TrainResult:
     """Train. `on_epoch(epoch, state)` runs after each epoch; `resume`: a loaded checkpoint."""
     logger = logger or Logger(quiet=True)
+    logger.total_epochs = cfg.epochs
     init_rng, act_rng = np.random.default_rng(cfg.seed).spawn(2)
     env = make_env(cfg.env_id, cfg.num_envs)
     obs_dim, n_act = env.single_observation_space.shape[0], int(env.single_action_space.n)

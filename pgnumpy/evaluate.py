@@ -1,0 +1,105 @@
+"""`python -m pgnumpy.evaluate RUN_DIR`: how good is a trained policy, and what does it look like.
+
+    python -m pgnumpy.evaluate RUN_DIR --episodes 20            # mean +- std return, greedy actions
+    python -m pgnumpy.evaluate RUN_DIR --sample                 # actions sampled from pi(.|s)
+    python -m pgnumpy.evaluate RUN_DIR --gif cartpole.gif       # render one episode
+    python -m pgnumpy.evaluate RUN_DIR --gif cmp.gif --compare-untrained   # before | after
+
+The untrained policy is the network the run started from (same config, same seed), so the
+comparison is the study note's before/after CartPole picture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # rgb_array rendering needs no screen
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pgnumpy.api import Agent, build_policy, load  # noqa: E402
+from pgnumpy.errors import UserError  # noqa: E402
+
+
+def run_episodes(agent: Agent, episodes: int, seed: int, deterministic: bool = True,
+                 render: bool = False) -> tuple[list[float], list[np.ndarray]]:
+    """Returns of `episodes` episodes (env seeds seed, seed+1, ...), and the first one's frames."""
+    env = gym.make(agent.config["env_id"], render_mode="rgb_array" if render else None)
+    rng = np.random.default_rng(seed)
+    returns, frames = [], []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + k)
+        ret, done = 0.0, False
+        while not done:
+            if render and k == 0:
+                frames.append(env.render())
+            obs, r, term, trunc, _ = env.step(agent.act(obs, deterministic, rng))
+            ret += float(r)
+            done = term or trunc
+        returns.append(ret)
+    env.close()
+    return returns, frames
+
+
+def write_gif(path: str, panels: list[list[np.ndarray]], labels: list[str], fps: int = 25,
+              every: int = 2) -> None:
+    """Side-by-side labelled panels (each a list of frames) as an animated GIF; a shorter panel
+    holds its last frame. Every `every`-th frame, halved in size, keeps the file small."""
+    from PIL import Image, ImageDraw
+
+    n = max(len(p) for p in panels)
+    images = []
+    for t in range(0, n, every):
+        row = np.concatenate([p[min(t, len(p) - 1)][::2, ::2] for p in panels], axis=1)
+        image = Image.fromarray(row)
+        draw = ImageDraw.Draw(image)
+        width = row.shape[1] // len(panels)
+        for k, label in enumerate(labels):
+            draw.text((k * width + 8, 8), f"{label}  step {min(t, len(panels[k]) - 1)}", fill=0)
+        images.append(image)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // fps, loop=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m pgnumpy.evaluate", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("run_dir")
+    p.add_argument("--episodes", type=int, default=10, help="episodes to average (default: 10)")
+    p.add_argument("--sample", action="store_true", help="sample actions instead of the argmax")
+    p.add_argument("--seed", type=int, default=10_000, help="env seed of the first episode")
+    p.add_argument("--gif", default=None, help="write one rendered episode to this GIF")
+    p.add_argument("--compare-untrained", action="store_true",
+                   help="with --gif: the untrained policy beside the trained one")
+    args = p.parse_args(argv)
+    try:
+        if args.episodes < 1:
+            raise UserError(f"--episodes must be >= 1, got {args.episodes}")
+        agent = load(args.run_dir)
+        det = not args.sample
+        rets, frames = run_episodes(agent, args.episodes, args.seed, det, render=bool(args.gif))
+        mode = "sampled" if args.sample else "greedy"
+        print(f"{agent.config['algo']} on {agent.config['env_id']} (epoch {agent.epoch}, {mode} "
+              f"actions): return {np.mean(rets):.1f} +- {np.std(rets):.1f} over {len(rets)} "
+              f"episodes (min {min(rets):.0f}, max {max(rets):.0f})")
+        if args.gif:
+            panels, labels = [frames], [f"trained (return {rets[0]:.0f})"]
+            if args.compare_untrained:
+                untrained = Agent(agent.config, build_policy(agent.config), epoch=-1)
+                u_rets, u_frames = run_episodes(untrained, 1, args.seed, det, render=True)
+                print(f"untrained policy: return {u_rets[0]:.0f} on the same first episode")
+                panels = [u_frames, frames]
+                labels = [f"untrained (return {u_rets[0]:.0f})", labels[0]]
+            write_gif(args.gif, panels, labels)
+            print(f"wrote {args.gif}")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
