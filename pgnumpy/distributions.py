@@ -76,3 +76,67 @@ class Categorical:
         """
         return other.probs - self.probs
 
+
+
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+class DiagGaussian:
+    """N(mean, diag(exp(log_std))^2) over R^D, every formula written in log_std.
+
+        log p(a) = sum_d [-(a_d - mu_d)^2 / (2 sigma_d^2) - log sigma_d - log(2 pi) / 2]  (GAU.1)
+        d log p / d mu = (a - mu) / sigma^2,  d log p / d log sigma = z^2 - 1,
+            with z = (a - mu) / sigma                                                 (GAU.2)
+        H = sum_d [log sigma_d + (1 + log 2 pi) / 2],  dH/d log sigma = 1,  dH/d mu = 0  (GAU.3)
+        KL(p || q) = sum_d [log s_q - log s_p + (s_p^2 + (mu_p - mu_q)^2) / (2 s_q^2) - 1/2]
+                                                                                      (GAU.4)
+        d KL(p||q) / d mu_q = (mu_q - mu_p) / s_q^2,
+        d KL(p||q) / d log s_q = 1 - (s_p^2 + (mu_p - mu_q)^2) / s_q^2                  (GAU.5)
+
+    Working in log sigma keeps sigma > 0 without constraints and keeps log p finite: no exp of
+    an unbounded value appears except sigma itself, and z^2 is computed as a ratio of squares.
+    """
+
+    def __init__(self, mean: np.ndarray, log_std: np.ndarray):
+        self.mean = mean
+        self.log_std = np.broadcast_to(log_std, mean.shape)
+        self.std = np.exp(self.log_std)
+
+    def __getitem__(self, idx) -> DiagGaussian:
+        return DiagGaussian(self.mean[idx], self.log_std[idx])
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        return self.mean + self.std * rng.standard_normal(self.mean.shape)
+
+    def mode(self) -> np.ndarray:
+        return self.mean
+
+    def log_prob(self, act: np.ndarray) -> np.ndarray:
+        """(GAU.1), summed over action dimensions; float64."""
+        z = (act - self.mean) / self.std
+        return (-0.5 * z * z - self.log_std - 0.5 * LOG_2PI).sum(axis=-1).astype(np.float64)
+
+    def log_prob_grad(self, act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(d log p / d mean, d log p / d log_std), each (B, D)   (GAU.2)."""
+        z = (act - self.mean) / self.std
+        return z / self.std, z * z - 1.0
+
+    def entropy(self) -> np.ndarray:
+        """(GAU.3), summed over dimensions; float64."""
+        return (self.log_std + 0.5 * (1.0 + LOG_2PI)).sum(axis=-1).astype(np.float64)
+
+    def entropy_grad(self) -> tuple[np.ndarray, np.ndarray]:
+        """(dH/d mean, dH/d log_std) = (0, 1)   (GAU.3)."""
+        return np.zeros_like(self.mean), np.ones_like(self.mean)
+
+    def kl(self, other: DiagGaussian) -> np.ndarray:
+        """KL(self || other)   (GAU.4), summed over dimensions; float64."""
+        num = self.std**2 + (self.mean - other.mean) ** 2
+        per_dim = other.log_std - self.log_std + num / (2 * other.std**2) - 0.5
+        return per_dim.sum(axis=-1).astype(np.float64)
+
+    def kl_grad_other(self, other: DiagGaussian) -> tuple[np.ndarray, np.ndarray]:
+        """(d KL(self || other) / d other.mean, ... / d other.log_std)   (GAU.5)."""
+        var_q = other.std**2
+        d_mean = (other.mean - self.mean) / var_q
+        return d_mean, 1.0 - (self.std**2 + (self.mean - other.mean) ** 2) / var_q

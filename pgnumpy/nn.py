@@ -31,7 +31,10 @@ class MLP:
         dtype=np.float64,
         hidden_gain: float = np.sqrt(2),
         out_gain: float = 1.0,
+        params: np.ndarray | None = None,
     ):
+        """params: an optional flat buffer to live in (a policy that owns more parameters than
+        the MLP's, e.g. a Gaussian's log-std, passes a slice of its own flat vector)."""
         sizes = tuple(int(s) for s in sizes)
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"MLP sizes need >= 2 entries, all >= 1; got {list(sizes)}")
@@ -40,8 +43,13 @@ class MLP:
                 f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}"
             )
         self.sizes, self.activation, self.dtype = sizes, activation, np.dtype(dtype)
-        n = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
-        self.params = np.zeros(n, self.dtype)
+        n = mlp_size(sizes)
+        if params is None:
+            params = np.zeros(n, self.dtype)
+        if params.shape != (n,) or params.dtype != self.dtype:
+            raise ValueError(f"params buffer must be ({n},) {self.dtype}, got "
+                             f"{params.shape} {params.dtype}")
+        self.params = params
         self.W, self.b = self.layer_views(self.params)
         # orthogonal init with a per-layer gain, biases 0 (as PPO implementations do)
         for l, W in enumerate(self.W):
@@ -96,6 +104,11 @@ class MLP:
             else:  # dz = dh [h > 0]   (MLP.3)
                 dz = dh * (h_in > 0)
         raise AssertionError("unreachable: an MLP has at least one layer")
+
+
+def mlp_size(sizes: Sequence[int]) -> int:
+    """Number of parameters (weights and biases) of an MLP with these layer sizes."""
+    return sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
 
 
 def orthogonal(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import gymnasium as gym
 import numpy as np
 
 from pgnumpy import kernels
-from pgnumpy.distributions import Categorical
-from pgnumpy.nn import MLP
+from pgnumpy.distributions import Categorical, DiagGaussian
+from pgnumpy.nn import MLP, mlp_size
 from pgnumpy.objectives import value_loss
 
 
@@ -71,6 +72,81 @@ class CategoricalPolicy:
             dlogits += dkl[:, None] * old.kl_grad_other(dist)  # (CAT.6)
         grad, _ = self.net.backward(cache, dlogits.astype(self.net.dtype, copy=False))
         return grad
+
+
+class GaussianPolicy:
+    """pi(a|s) = N(MLP(s), diag(exp(log_std))^2) over a Box action space.
+
+    log_std is a state-independent parameter vector (as Spinning Up and CleanRL), stored at the
+    end of the policy's one flat parameter vector: params = [MLP weights and biases, log_std].
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int],
+        activation: str = "tanh",
+        *,
+        rng: np.random.Generator,
+        dtype=np.float64,
+        log_std_init: float = -0.5,
+    ):
+        sizes = [obs_dim, *hidden, act_dim]
+        self.n_net = mlp_size(sizes)
+        self.params = np.zeros(self.n_net + act_dim, dtype)
+        self.net = MLP(sizes, activation, rng=rng, dtype=dtype, out_gain=0.01,
+                       params=self.params[: self.n_net])
+        self.log_std = self.params[self.n_net :]
+        self.log_std[:] = log_std_init
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Sample a ~ pi(.|obs) (unclipped: the env wrapper clips, the log-prob is of this a)."""
+        dist = DiagGaussian(self.net(obs), self.log_std)
+        a = dist.sample(rng)
+        return a, dist.log_prob(a)
+
+    def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
+        return self.net(obs)
+
+    def dist(self, obs: np.ndarray) -> tuple[DiagGaussian, list]:
+        mean, cache = self.net.forward(obs)
+        return DiagGaussian(mean, self.log_std), cache
+
+    def backward(
+        self,
+        cache: list,
+        dist: DiagGaussian,
+        act: np.ndarray,
+        dlogp: np.ndarray,
+        dent: float = 0.0,
+        dkl: np.ndarray | None = None,
+        old: DiagGaussian | None = None,
+    ) -> np.ndarray:
+        """As CategoricalPolicy.backward, through (mean, log_std) instead of logits."""
+        g_mean, g_log_std = dist.log_prob_grad(act)  # (GAU.2)
+        d_mean, d_log_std = dlogp[:, None] * g_mean, dlogp[:, None] * g_log_std
+        if dent:
+            d_log_std = d_log_std + dent  # dH/d log_std = 1, dH/d mean = 0   (GAU.3)
+        if dkl is not None:
+            k_mean, k_log_std = old.kl_grad_other(dist)  # (GAU.5)
+            d_mean = d_mean + dkl[:, None] * k_mean
+            d_log_std = d_log_std + dkl[:, None] * k_log_std
+        grad = np.empty_like(self.params)
+        g_net, _ = self.net.backward(cache, d_mean.astype(self.net.dtype))
+        grad[: self.n_net] = g_net
+        grad[self.n_net :] = d_log_std.sum(axis=0)  # log_std is shared by every sample
+        return grad
+
+
+def make_policy(env: gym.vector.VectorEnv, hidden: Sequence[int], activation: str, *,
+                rng: np.random.Generator, dtype=np.float32):
+    """The policy class the env's action space calls for (rollout.check_env has vetted it)."""
+    obs_dim = env.single_observation_space.shape[0]
+    space = env.single_action_space
+    if isinstance(space, gym.spaces.Discrete):
+        return CategoricalPolicy(obs_dim, int(space.n), hidden, activation, rng=rng, dtype=dtype)
+    return GaussianPolicy(obs_dim, space.shape[0], hidden, activation, rng=rng, dtype=dtype)
 
 
 class ValueCritic:

@@ -23,7 +23,7 @@ import numpy as np
 from pgnumpy import kernels
 from pgnumpy.errors import UserError
 
-SUPPORTED_ACTION_SPACES = "Discrete"
+SUPPORTED_ACTION_SPACES = "Discrete, and 1-D Box with finite bounds"
 
 
 def make_env(env_id: str, num_envs: int = 1) -> gym.vector.VectorEnv:
@@ -62,11 +62,13 @@ def check_env(env: gym.vector.VectorEnv) -> None:
             "(wrap image or dict observations with gymnasium.wrappers.FlattenObservation)"
         )
     act_space = env.single_action_space
-    if not isinstance(act_space, gym.spaces.Discrete):
+    box_ok = (isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1
+              and np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high)))
+    if not (isinstance(act_space, gym.spaces.Discrete) or box_ok):
         raise UserError(
             f"action space {act_space} is not supported; supported: {SUPPORTED_ACTION_SPACES}"
         )
-    if act_space.start != 0:
+    if isinstance(act_space, gym.spaces.Discrete) and act_space.start != 0:
         raise UserError(f"Discrete action space must start at 0, got start={act_space.start}")
 
 
@@ -83,11 +85,18 @@ class Runner:
     episode_lengths: list[int] = field(default_factory=list)
     env_steps: int = 0  # valid steps taken (reset steps excluded)
 
+    act_low: np.ndarray | None = None  # Box bounds: sampled actions are clipped to them only
+    act_high: np.ndarray | None = None  # when passed to the env (logp is of the raw sample)
+
     @classmethod
     def start(cls, env: gym.vector.VectorEnv, seed: int | None) -> Runner:
         obs, _ = env.reset(seed=seed)
         n = env.num_envs
-        return cls(env, obs, np.zeros(n, bool), np.zeros(n), np.zeros(n, np.int64))
+        runner = cls(env, obs, np.zeros(n, bool), np.zeros(n), np.zeros(n, np.int64))
+        space = env.single_action_space
+        if isinstance(space, gym.spaces.Box):
+            runner.act_low, runner.act_high = space.low, space.high
+        return runner
 
     def restart(self) -> None:
         """Reset every sub-env (the seed's epochs each begin with fresh episodes)."""
@@ -102,7 +111,7 @@ class Batch:
     """A rollout in (T, N) layout. `valid` is False at NEXT_STEP reset steps."""
 
     obs: np.ndarray  # (T, N, obs_dim)
-    act: np.ndarray  # (T, N) int64
+    act: np.ndarray  # (T, N) int64 for Discrete, (T, N, act_dim) float for Box (unclipped)
     logp: np.ndarray  # (T, N) log pi(a|s) under the acting policy
     rew: np.ndarray  # (T, N) float64
     term: np.ndarray  # (T, N) bool: episode terminated at this step (no bootstrap)
@@ -135,7 +144,8 @@ def collect(
     finishing = min_steps is not None
     cap = T if T is not None else -(-min_steps // n) + 1
     obs = np.empty((cap, n, runner.obs.shape[1]), runner.obs.dtype)
-    act = np.empty((cap, n), np.int64)
+    space = env.single_action_space
+    act = np.empty((cap, n, *space.shape), np.int64 if space.shape == () else np.float64)
     logp = np.empty((cap, n))
     rew = np.empty((cap, n))
     term = np.empty((cap, n), bool)
@@ -161,7 +171,8 @@ def collect(
         # the hot loop: act, store, step; everything else is done on the whole batch afterwards
         a, lp = act_fn(runner.obs)
         obs[t], act[t], logp[t] = runner.obs, a, lp
-        runner.obs, rew[t], term[t], trunc[t], _ = env.step(a)
+        env_a = a if runner.act_low is None else np.clip(a, runner.act_low, runner.act_high)
+        runner.obs, rew[t], term[t], trunc[t], _ = env.step(env_a)
         if finishing:
             valid[t] = ~reset_next & recording
             n_valid += int(valid[t].sum())

@@ -92,8 +92,14 @@ def test_non_finite_observation_or_reward_is_named_with_its_step(bad):
 def test_unknown_env_and_unsupported_spaces_are_refused_clearly():
     with pytest.raises(UserError, match="unknown env id 'NoSuchEnv-v0'"):
         make_env("NoSuchEnv-v0")
-    with pytest.raises(UserError, match="action space Box.* not supported; supported: Discrete"):
-        make_env("Pendulum-v1")
+    with pytest.raises(UserError, match="observation space Tuple.* not supported: .* flat Box"):
+        make_env("Blackjack-v1")
+    for space in [gym.spaces.MultiDiscrete([2, 3]), gym.spaces.Box(-np.inf, np.inf, (2,)),
+                  gym.spaces.Box(-1, 1, (2, 2))]:
+        env = ScriptedVecEnv([[(1, "term")]])
+        env.single_action_space = space
+        with pytest.raises(UserError, match="not supported; supported: Discrete, and 1-D Box"):
+            check_env(env)
     env = ScriptedVecEnv([[(1, "term")]])
     env.metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
     with pytest.raises(UserError, match="autoreset mode .* not supported"):

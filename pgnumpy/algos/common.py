@@ -17,9 +17,8 @@ class TrainResult:
     policy: object
     critic: object | None
     history: list[dict] = field(default_factory=list)
-    solved_at: dict | None = (
-        None  # the progress row where the 100-episode mean first reached the target
-    )
+    solved_at: dict | None = None  # the row where the 100-episode mean first hit the target
+    obs_norm: object | None = None  # the observation normaliser, if the run used one
 
 
 def fit_critic(critic, opt: Adam, iters: int, *data) -> float:
@@ -30,6 +29,14 @@ def fit_critic(critic, opt: Adam, iters: int, *data) -> float:
         loss0 = loss if loss0 is None else loss0
         opt.step(grad)
     return float(loss0)
+
+
+def n_discrete_actions(env, what: str) -> int:
+    """The number of actions of a Discrete action space; `what` needs one."""
+    space = env.single_action_space
+    if not hasattr(space, "n"):
+        raise UserError(f"{what} needs a Discrete action space, got {space}")
+    return int(space.n)
 
 
 def recent_mean(x: list, k: int = 100) -> float:

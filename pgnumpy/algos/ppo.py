@@ -11,7 +11,7 @@ advantage normalised per minibatch and the global gradient norm clipped. A pass 
 the approximate KL between the old and the new policy exceeds `target_kl` (clip variant).
 
 Hyperparameters (PPOConfig):
-    env_id           gymnasium id (Discrete actions).
+    env_id           gymnasium id (Discrete actions: categorical policy; Box: diagonal Gaussian).
     variant          clip | kl: the clipped surrogate, or the KL-penalty surrogate.
     hidden           hidden widths of the policy and value MLPs.
     activation       tanh | relu.
@@ -28,6 +28,7 @@ Hyperparameters (PPOConfig):
     ent_coef         entropy bonus coefficient.
     vf_coef          value-loss coefficient.
     clip_vf          clip the value prediction's change to +-clip_eps too (CleanRL's clip_vloss).
+    norm_obs         running observation normalisation (pgnumpy/normalize.py); checkpointed.
     max_grad_norm    global gradient-norm clip (None: no clip).
     target_kl        stop the epoch loop when approx KL exceeds it (None: never) / d_targ of PPO-KL.
     beta             initial KL coefficient of PPO-KL.
@@ -46,6 +47,7 @@ from pgnumpy.algos.common import TrainResult, check_finite, recent_mean, resume_
 from pgnumpy.checkpoint import restore
 from pgnumpy.config import check_choice, check_hidden, check_int, check_range
 from pgnumpy.logger import Logger
+from pgnumpy.normalize import ObsNorm
 from pgnumpy.objectives import (
     adapt_beta,
     clipped_value_loss,
@@ -56,7 +58,7 @@ from pgnumpy.objectives import (
 )
 from pgnumpy.optim import Adam
 from pgnumpy.phi import next_values, phi
-from pgnumpy.policy import CategoricalPolicy, ValueCritic
+from pgnumpy.policy import ValueCritic, make_policy
 from pgnumpy.rollout import Runner, collect, make_env
 
 
@@ -79,6 +81,7 @@ class PPOConfig:
     ent_coef: float = 0.0
     vf_coef: float = 0.5
     clip_vf: bool = False
+    norm_obs: bool = False
     max_grad_norm: float | None = 0.5
     target_kl: float | None = None
     beta: float = 1.0
@@ -121,51 +124,46 @@ def train(
     logger = logger or Logger(quiet=True)
     init_rng, act_rng, mb_rng = np.random.default_rng(cfg.seed).spawn(3)
     env = make_env(cfg.env_id, cfg.num_envs)
-    obs_dim, n_act = env.single_observation_space.shape[0], int(env.single_action_space.n)
+    obs_dim = env.single_observation_space.shape[0]
     dtype = np.float32  # ~3x faster than float64 here; gradients are checked in float64 in tests
-    policy = CategoricalPolicy(
-        obs_dim, n_act, cfg.hidden, cfg.activation, rng=init_rng, dtype=dtype
-    )
+    policy = make_policy(env, cfg.hidden, cfg.activation, rng=init_rng, dtype=dtype)
     vf = ValueCritic(obs_dim, cfg.hidden, cfg.activation, rng=init_rng, dtype=dtype)
     opt, vf_opt = Adam(policy.params, lr=cfg.lr), Adam(vf.params, lr=cfg.lr)
-    result = TrainResult(policy, vf)
+    obs_norm = ObsNorm(obs_dim) if cfg.norm_obs else None
+    result = TrainResult(policy, vf, obs_norm=obs_norm)
     beta = cfg.beta
     iterations = max(1, cfg.total_steps // (cfg.num_envs * cfg.steps_per_env))
     logger.total_epochs = iterations
 
     runner = Runner.start(env, seed=resume_env_seed(cfg.seed, resume))
-    nets, opts = {"policy": policy.net, "critic": vf.net}, {"policy": opt, "critic": vf_opt}
+    nets, opts = {"policy": policy, "critic": vf}, {"policy": opt, "critic": vf_opt}
     rngs = {"act": act_rng, "minibatch": mb_rng}
     first, wall0 = 0, 0.0
     if resume is not None:
         first, wall0 = restore(resume, nets=nets, opts=opts, rngs=rngs, runner=runner)
         beta = resume["extra"]["beta"]
+        if obs_norm is not None:
+            obs_norm.load(resume["extra"]["obs_norm"])
     start = time.perf_counter() - wall0
     for it in range(first, iterations):
         if cfg.anneal_lr:  # linear decay to 0 over the budget
             opt.lr = vf_opt.lr = cfg.lr * (1.0 - it / iterations)
 
         # 1. collect T steps from each of N sub-envs; logp_old is the acting policy's log-prob
-        batch = collect(runner, lambda o: policy.act(o, act_rng), T=cfg.steps_per_env)
+        prep = obs_norm if obs_norm is not None else (lambda o: o)  # frozen for this iteration
+        batch = collect(runner, lambda o, f=prep: policy.act(f(o), act_rng), T=cfg.steps_per_env)
         m = batch.valid
+        all_obs = prep(batch.obs.reshape(-1, obs_dim))
 
         # 2. V on the whole batch (reset steps hold final observations: truncation bootstraps),
         #    GAE advantages, and lambda-returns as value targets (CleanRL, SB3)
-        val = vf(batch.obs.reshape(-1, obs_dim)).reshape(batch.rew.shape)
-        next_val = next_values(val, vf(batch.last_obs))
-        adv_all = phi(
-            "gae",
-            batch.rew,
-            batch.term,
-            batch.trunc,
-            cfg.gamma,
-            cfg.lam,
-            val=val,
-            next_val=next_val,
-        )
-        obs, act, logp_old = batch.obs[m], batch.act[m], batch.logp[m]
+        val = vf(all_obs).reshape(batch.rew.shape)
+        next_val = next_values(val, vf(prep(batch.last_obs)))
+        adv_all = phi("gae", batch.rew, batch.term, batch.trunc, cfg.gamma, cfg.lam,
+                      val=val, next_val=next_val)  # (GAE.2)
+        obs, act, logp_old = all_obs[m.ravel()], batch.act[m], batch.logp[m]
         adv, ret, val_old = adv_all[m], (adv_all + val)[m], val[m]
-        old_logits = policy.net(obs) if cfg.variant == "kl" else None
+        old_dist = policy.dist(obs)[0] if cfg.variant == "kl" else None
 
         # 3. update_epochs passes of minibatch Adam steps
         n = len(obs)
@@ -178,24 +176,16 @@ def train(
                 a_mb = normalize(adv[idx])  # per-minibatch normalisation
                 dist, cache = policy.dist(obs[idx])
                 logp = dist.log_prob(act[idx])
+                dent = -cfg.ent_coef / len(idx)  # loss term -ent_coef * mean(H)
                 if cfg.variant == "clip":
                     pi_loss, dlogp, info = ppo_clip_loss(logp, logp_old[idx], a_mb, cfg.clip_eps)
-                    g_pi = policy.backward(
-                        cache, dist, act[idx], dlogp, dent=-cfg.ent_coef / len(idx)
-                    )
+                    g_pi = policy.backward(cache, dist, act[idx], dlogp, dent=dent)
                 else:
-                    old = type(dist)(old_logits[idx])
+                    old = old_dist[idx]
                     kl = old.kl(dist)
                     pi_loss, dlogp, dkl = ppo_kl_loss(logp, logp_old[idx], a_mb, kl, beta)
-                    g_pi = policy.backward(
-                        cache,
-                        dist,
-                        act[idx],
-                        dlogp,
-                        dent=-cfg.ent_coef / len(idx),
-                        dkl=dkl,
-                        old=old,
-                    )
+                    g_pi = policy.backward(cache, dist, act[idx], dlogp, dent=dent, dkl=dkl,
+                                           old=old)
                     info = {"approx_kl": float(kl.mean()), "clip_frac": 0.0}
                 v, vcache = vf.net.forward(obs[idx])
                 v = v[:, 0].astype(np.float64)
@@ -225,6 +215,8 @@ def train(
         pi_loss, v_loss, entropy, approx_kl, clip_frac = np.mean(stats, axis=0)
         if cfg.variant == "kl":
             beta = adapt_beta(beta, approx_kl, cfg.target_kl or 0.01)
+        if obs_norm is not None:  # statistics move only between iterations
+            obs_norm.update(batch.obs[m])
 
         row = {
             "epoch": it,
@@ -254,7 +246,7 @@ def train(
                     rngs=rngs,
                     runner=runner,
                     wall_s=row["wall_s"],
-                    extra={"beta": beta},
+                    extra={"beta": beta} | ({"obs_norm": obs_norm.state()} if obs_norm else {}),
                 ),
             )
         if cfg.target_return is not None and row["ep_return_mean"] >= cfg.target_return:

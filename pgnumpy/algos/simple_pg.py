@@ -41,6 +41,7 @@ from pgnumpy.algos.common import (
     TrainResult,
     check_finite,
     fit_critic,
+    n_discrete_actions,
     recent_mean,
     resume_env_seed,
 )
@@ -50,7 +51,7 @@ from pgnumpy.logger import Logger
 from pgnumpy.objectives import pg_loss
 from pgnumpy.optim import Adam
 from pgnumpy.phi import PHI_FORMS, check_phi, next_values, phi
-from pgnumpy.policy import CategoricalPolicy, QCritic, ValueCritic
+from pgnumpy.policy import QCritic, ValueCritic, make_policy
 from pgnumpy.rollout import Runner, collect, make_env
 
 
@@ -97,21 +98,26 @@ def train(
     logger.total_epochs = cfg.epochs
     init_rng, act_rng = np.random.default_rng(cfg.seed).spawn(2)
     env = make_env(cfg.env_id, cfg.num_envs)
-    obs_dim, n_act = env.single_observation_space.shape[0], int(env.single_action_space.n)
-    policy = CategoricalPolicy(
-        obs_dim, n_act, cfg.hidden, cfg.activation, rng=init_rng, dtype=np.float32
-    )
+    obs_dim = env.single_observation_space.shape[0]
+    policy = make_policy(env, cfg.hidden, cfg.activation, rng=init_rng, dtype=np.float32)
     opt = Adam(policy.params, lr=cfg.lr)
     critic = None
     if PHI_FORMS[cfg.phi] == "v":
         critic = ValueCritic(obs_dim, cfg.hidden, cfg.activation, rng=init_rng, dtype=np.float32)
     elif PHI_FORMS[cfg.phi] == "q":
-        critic = QCritic(obs_dim, n_act, cfg.hidden, cfg.activation, rng=init_rng, dtype=np.float32)
+        critic = QCritic(
+            obs_dim,
+            n_discrete_actions(env, "phi 'q'"),
+            cfg.hidden,
+            cfg.activation,
+            rng=init_rng,
+            dtype=np.float32,
+        )
     vf_opt = Adam(critic.params, lr=cfg.vf_lr) if critic is not None else None
     result = TrainResult(policy, critic)
 
     runner = Runner.start(env, seed=resume_env_seed(cfg.seed, resume))
-    nets = {"policy": policy.net} | ({"critic": critic.net} if critic is not None else {})
+    nets = {"policy": policy} | ({"critic": critic} if critic is not None else {})
     opts = {"policy": opt} | ({"critic": vf_opt} if critic is not None else {})
     rngs = {"act": act_rng}
     first, wall0 = (
