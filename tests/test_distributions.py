@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgnumpy.distributions import Categorical, log_softmax
+from pgnumpy.distributions import Categorical, DiagGaussian, log_softmax
 from pgnumpy.gradcheck import central_fd, norm_rel_error
 
 TOL = 1e-7  # norm-relative; central differences in float64 reach ~1e-10 here
@@ -67,13 +67,17 @@ def test_extreme_logits_are_finite_and_exact():
     d = Categorical(z)
     assert np.all(np.isfinite(d.logp_all)) and np.all(np.isfinite(d.entropy()))
     np.testing.assert_allclose(d.probs, [[1, 0], [0, 1], [0.5, 0.5], [0.5, 0.5]], atol=1e-15)
-    np.testing.assert_allclose(d.log_prob(np.array([1, 0, 0, 1])),
-                               [-1e4, -2e4, -np.log(2), -np.log(2)], rtol=1e-12)
+    np.testing.assert_allclose(
+        d.log_prob(np.array([1, 0, 0, 1])), [-1e4, -2e4, -np.log(2), -np.log(2)], rtol=1e-12
+    )
     np.testing.assert_array_equal(d.mode(), [0, 1, 0, 0])
     assert np.all(d.sample(np.random.default_rng(0))[:2] == [0, 1])
     # naive softmax would overflow here; log_softmax stays exact
-    np.testing.assert_allclose(log_softmax(np.array([[1e4, 1e4 - 1.0]])),
-                               [[-np.log1p(np.exp(-1)), -1 - np.log1p(np.exp(-1))]], rtol=1e-12)
+    np.testing.assert_allclose(
+        log_softmax(np.array([[1e4, 1e4 - 1.0]])),
+        [[-np.log1p(np.exp(-1)), -1 - np.log1p(np.exp(-1))]],
+        rtol=1e-12,
+    )
 
 
 def test_sample_frequencies_match_probs():
@@ -91,3 +95,90 @@ def test_entropy_and_kl_values():
     rng = np.random.default_rng(1)
     p, q = Categorical(rng.normal(size=(50, 4))), Categorical(rng.normal(size=(50, 4)))
     assert np.all(p.kl(q) >= 0) and np.allclose(p.kl(p), 0, atol=1e-15)
+
+
+# ---- diagonal Gaussian, parametrised by (mean, log_std)
+
+
+@st.composite
+def gaussians(draw):
+    B, D, seed = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(B, D)), rng.uniform(-1.5, 1.0, (B, D)), rng.normal(size=(B, D)), rng
+
+
+def fd_pair(f, mean, log_std):
+    """Finite differences of a scalar f(mean, log_std) w.r.t. each argument."""
+    return (
+        central_fd(lambda m: f(m, log_std), mean.copy()),
+        central_fd(lambda s: f(mean, s), log_std.copy()),
+    )
+
+
+@given(gaussians())
+def test_gaussian_log_prob_gradient(g):
+    mean, log_std, act, _ = g
+    gm, gs = DiagGaussian(mean, log_std).log_prob_grad(act)
+    fm, fs = fd_pair(lambda m, s: float(DiagGaussian(m, s).log_prob(act).sum()), mean, log_std)
+    assert norm_rel_error(gm, fm) < TOL and norm_rel_error(gs, fs) < TOL
+
+
+@given(gaussians())
+def test_gaussian_entropy_gradient(g):
+    mean, log_std, _, _ = g
+    gm, gs = DiagGaussian(mean, log_std).entropy_grad()
+    fm, fs = fd_pair(lambda m, s: float(DiagGaussian(m, s).entropy().sum()), mean, log_std)
+    assert np.abs(gm - fm).max() < 1e-9 and norm_rel_error(gs, fs) < TOL
+
+
+@given(gaussians())
+def test_gaussian_kl_gradient_wrt_the_second_argument(g):
+    mean, log_std, _, rng = g
+    p = DiagGaussian(rng.normal(size=mean.shape), rng.uniform(-1, 1, mean.shape))
+    gm, gs = p.kl_grad_other(DiagGaussian(mean, log_std))
+    fm, fs = fd_pair(lambda m, s: float(p.kl(DiagGaussian(m, s)).sum()), mean, log_std)
+    assert norm_rel_error(gm, fm) < TOL and norm_rel_error(gs, fs) < TOL
+
+
+def test_a_wrong_gaussian_gradient_fails_the_same_check():
+    rng = np.random.default_rng(0)
+    mean, log_std, act = (
+        rng.normal(size=(3, 2)),
+        rng.uniform(-1, 1, (3, 2)),
+        rng.normal(size=(3, 2)),
+    )
+    _, gs = DiagGaussian(mean, log_std).log_prob_grad(act)
+    _, fs = fd_pair(lambda m, s: float(DiagGaussian(m, s).log_prob(act).sum()), mean, log_std)
+    assert norm_rel_error(gs + 1.0, fs) > 1e-3  # "z^2" instead of "z^2 - 1"
+
+
+def test_gaussian_values_and_extremes():
+    d = DiagGaussian(np.zeros((1, 1)), np.zeros(1))
+    assert d.log_prob(np.zeros((1, 1)))[0] == pytest.approx(-0.5 * np.log(2 * np.pi))
+    assert d.entropy()[0] == pytest.approx(0.5 * np.log(2 * np.pi * np.e))
+    p, q = (
+        DiagGaussian(np.zeros((1, 2)), np.zeros(2)),
+        DiagGaussian(np.ones((1, 2)), np.log(2.0) * np.ones(2)),
+    )
+    assert p.kl(p)[0] == pytest.approx(0.0, abs=1e-15)
+    # closed form per dim: log 2 + (1 + 1) / (2 * 4) - 1/2
+    assert p.kl(q)[0] == pytest.approx(2 * (np.log(2) + 0.25 - 0.5))
+    tiny = DiagGaussian(np.zeros((1, 1)), np.array([-20.0]))  # sigma = 2e-9
+    assert np.isfinite(tiny.log_prob(np.array([[1e-9]])))[0]
+    big = DiagGaussian(np.zeros((1, 1)), np.array([20.0]))
+    assert np.isfinite(big.log_prob(np.array([[1e6]])))[0]
+
+
+@given(st.integers(1, 3), st.integers(0, 2**16))
+def test_gaussian_grad_log_prob_lemma_by_gauss_hermite_quadrature(D, seed):
+    """E_{a~N}[d log p / d(mean, log_std)] = 0 exactly (EGLP.1): Gauss-Hermite with 20 nodes is
+    exact for polynomials of degree <= 39, and both gradients are polynomials (degree <= 2) in a."""
+    rng = np.random.default_rng(seed)
+    mean, log_std = rng.normal(size=D), rng.uniform(-1, 1, D)
+    x, w = np.polynomial.hermite_e.hermegauss(20)  # weight exp(-x^2/2)
+    w = w / w.sum()
+    for d in range(D):
+        a = np.tile(mean, (len(x), 1))
+        a[:, d] = mean[d] + np.exp(log_std[d]) * x
+        gm, gs = DiagGaussian(np.tile(mean, (len(x), 1)), log_std).log_prob_grad(a)
+        assert abs(w @ gm[:, d]) < 1e-10 and abs(w @ gs[:, d]) < 1e-10

@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgnumpy.distributions import Categorical
+from pgnumpy.distributions import Categorical, DiagGaussian
 from pgnumpy.gradcheck import central_fd, norm_rel_error
 from pgnumpy.objectives import pg_loss
-from pgnumpy.policy import CategoricalPolicy, QCritic, ValueCritic
+from pgnumpy.policy import CategoricalPolicy, GaussianPolicy, QCritic, ValueCritic
 
 TOL = 1e-7  # norm-relative error; float64 central differences reach ~1e-9 on these nets
 
@@ -35,14 +35,16 @@ def analytic(pol, obs, act, phi, ent_coef):
     return pol.backward(cache, dist, act, dlogp, dent=-ent_coef / len(obs))
 
 
-nets = st.fixed_dictionaries({
-    "seed": st.integers(0, 2**16),
-    "obs_dim": st.integers(1, 4),
-    "n_act": st.integers(2, 4),
-    "hidden": st.lists(st.integers(1, 5), min_size=1, max_size=2),
-    "activation": st.just("tanh"),  # relu kinks make finite differences unreliable
-    "batch": st.integers(1, 5),
-})
+nets = st.fixed_dictionaries(
+    {
+        "seed": st.integers(0, 2**16),
+        "obs_dim": st.integers(1, 4),
+        "n_act": st.integers(2, 4),
+        "hidden": st.lists(st.integers(1, 5), min_size=1, max_size=2),
+        "activation": st.just("tanh"),  # relu kinks make finite differences unreliable
+        "batch": st.integers(1, 5),
+    }
+)
 
 
 @given(nets, st.sampled_from([0.0, 0.3]))
@@ -120,3 +122,37 @@ def test_backward_returns_the_params_dtype(dtype):
     dist, cache = pol.dist(rng.normal(size=(5, 4)))
     g = pol.backward(cache, dist, np.zeros(5, np.int64), np.ones(5))
     assert g.dtype == dtype and g.shape == pol.params.shape
+
+
+@given(st.integers(0, 2**16), st.integers(1, 3), st.integers(1, 5), st.sampled_from([0.0, 0.3]))
+def test_gaussian_policy_gradient_through_network_and_log_std(seed, act_dim, batch, coef):
+    """-mean(logp * phi) - coef * mean(H) + coef * mean(KL(old || pi)): d/d[MLP params, log_std]."""
+    rng = np.random.default_rng(seed)
+    pol = GaussianPolicy(3, act_dim, [4], rng=rng, dtype=np.float64)
+    pol.params[:] = rng.normal(0, 0.5, pol.params.shape)
+    obs, act = rng.normal(size=(batch, 3)), rng.normal(size=(batch, act_dim))
+    phi = rng.normal(size=batch)
+    old = DiagGaussian(rng.normal(size=(batch, act_dim)), rng.uniform(-1, 0.5, act_dim))
+
+    def loss(_):
+        d, _ = pol.dist(obs)
+        return (
+            pg_loss(d.log_prob(act), phi)[0] - coef * d.entropy().mean() + coef * old.kl(d).mean()
+        )
+
+    dist, cache = pol.dist(obs)
+    _, dlogp = pg_loss(dist.log_prob(act), phi)
+    g = pol.backward(
+        cache, dist, act, dlogp, dent=-coef / batch, dkl=np.full(batch, coef / batch), old=old
+    )
+    assert norm_rel_error(g, central_fd(loss, pol.params)) < TOL
+
+
+def test_gaussian_policy_keeps_log_std_in_its_flat_vector():
+    pol = GaussianPolicy(3, 2, [4], rng=np.random.default_rng(0), dtype=np.float32)
+    assert np.shares_memory(pol.log_std, pol.params) and np.shares_memory(
+        pol.net.params, pol.params
+    )
+    assert pol.params.size == pol.net.params.size + 2 and np.all(pol.log_std == -0.5)
+    a, logp = pol.act(np.zeros((5, 3), np.float32), np.random.default_rng(1))
+    assert a.shape == (5, 2) and logp.shape == (5,)
