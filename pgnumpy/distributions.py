@@ -46,6 +46,7 @@ class Categorical:
         """d log p(a) / d logits = onehot(a) - p  (CAT.2).
 
         From (CAT.1): d z_a / d z_j = [j = a] and d logsumexp(z) / d z_j = p_j.
+        Its mean under p is sum_a p_a (onehot(a) - p) = 0: the grad-log-prob lemma (EGLP.1).
         """
         g = -self.probs
         g[np.arange(len(act)), act] += 1.0
@@ -117,7 +118,9 @@ class DiagGaussian:
         return (-0.5 * z * z - self.log_std - 0.5 * LOG_2PI).sum(axis=-1).astype(np.float64)
 
     def log_prob_grad(self, act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(d log p / d mean, d log p / d log_std), each (B, D)   (GAU.2)."""
+        """(d log p / d mean, d log p / d log_std), each (B, D)   (GAU.2).
+
+        Both have mean 0 under p (E z = 0, E z^2 = 1): the grad-log-prob lemma (EGLP.1)."""
         z = (act - self.mean) / self.std
         return z / self.std, z * z - 1.0
 

@@ -68,7 +68,7 @@ def categorical_sample(logits: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, n
 
 @numba.njit(cache=True)
 def reward_to_go(rew, term, trunc, next_val, gamma):
-    """rtg[t] = rew[t] + gamma * (0 | next_val[t] | rtg[t+1])   (RTG.1)
+    """rtg[t] = rew[t] + gamma * (0 | next_val[t] | rtg[t+1])   (RTG.1), the weight of (RTG.2)
 
     0 after a termination; next_val at a truncation or at the rollout's last step; else the
     reward-to-go of the next step. The trick (Spinning Up's `discount_cumsum`): the discounted
@@ -95,6 +95,8 @@ def reward_to_go(rew, term, trunc, next_val, gamma):
 def episode_return(rew, term, trunc, next_val, gamma):
     """R(tau) at every step: the reward-to-go of the first step of the step's episode  (RET.1).
 
+    The weight of the simplest policy gradient (PG.3).
+
     A step starts an episode if t == 0 or step t-1 ended (term or trunc). An episode that began
     before the batch counts from the batch's first step: the dropped earlier rewards are constants
     with respect to every later action, so their expected contribution to the gradient is zero.
@@ -118,6 +120,7 @@ def gae(rew, val, next_val, term, trunc, gamma, lam):
         delta[t] = rew[t] + gamma (1 - term[t]) next_val[t] - val[t]          (GAE.1)
         adv[t]   = delta[t] + gamma lam (1 - done[t]) adv[t+1],  adv[T] = 0     (GAE.2)
 
+    lam = 1 gives reward_to_go - val, lam = 0 the TD residual (GAE.3).
     done = term | trunc: the recursion stops at every episode end, while the bootstrap in delta
     stops only at a termination (a truncated episode's next state still has a value).
     """

@@ -28,7 +28,7 @@ def value_loss(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]
 
 
 def normalize(x: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-    """Advantage normalisation: zero mean, unit std over the batch.
+    """Advantage normalisation: zero mean, unit std over the batch (VPG.1).
 
     Subtracting the batch mean is a (slightly data-dependent) constant baseline; scaling by the
     std rescales the step size. Both are standard (Spinning Up, CleanRL, SB3).
@@ -74,6 +74,7 @@ def ppo_kl_loss(
         L = -(1/n) sum_i r_i A_i + beta (1/n) sum_i KL_i(pi_old || pi)
 
 
+    r = exp(logp - logp_old) is the importance ratio (PPO.1).
     Returns (loss, dL/dlogp, dL/dKL): dL/dlogp = -r A / n (PPOKL.2) and dL/dKL_i = beta / n; the
     distribution turns the latter into a gradient of its own parameters (CAT.6, GAU.*).
     """

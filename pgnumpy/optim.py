@@ -35,6 +35,7 @@ class Adam:
         self.t = 0
 
     def step(self, grad: np.ndarray) -> None:
+        """One update, (ADAM.1) -> (ADAM.2) -> (ADAM.3), in place."""
         b1, b2 = self.betas
         self.t += 1
         self.m *= b1
@@ -63,7 +64,7 @@ class Adam:
 
 
 def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
-    """Scale grad in place so its L2 norm is at most max_norm; return the norm before clipping."""
+    """Scale grad in place so its L2 norm is at most max_norm (CLIP.1); return the norm before."""
     norm = float(np.sqrt(np.dot(grad, grad)))
     if norm > max_norm:
         grad *= max_norm / norm

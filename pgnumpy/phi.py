@@ -46,7 +46,7 @@ def check_phi(name: str) -> str:
 
 
 def next_values(val: np.ndarray, last_val: np.ndarray) -> np.ndarray:
-    """next_val[t] = V(s_{t+1}): val shifted by one step, V(last_obs) after the last step.
+    """next_val[t] = V(s_{t+1}): val shifted by one step, V(last_obs) after the last step (ROLL.1).
 
     With NEXT_STEP autoreset the stored obs after an ended episode is its final observation, so
     this is V of the true next state at truncations too (pgnumpy/rollout.py).
@@ -65,7 +65,9 @@ def phi(
     next_val: np.ndarray | None = None,
     q_sa: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Phi_t for every step of a (T, N) rollout.
+    """Phi_t for every step of a (T, N) rollout: the weight in (PG.4).
+
+    "rtg-baseline" subtracts a state-only baseline (BL.1); "q" weights by Q_w (QA.1).
 
     val/next_val: V(s_t) and V(s_{t+1}) when a value critic exists (next_val bootstraps
     truncations and the cut; pass None for no critic: no bootstrap). q_sa: Q_w(s_t, a_t).

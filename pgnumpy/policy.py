@@ -64,7 +64,7 @@ class CategoricalPolicy:
         old: Categorical | None = None,
     ) -> np.ndarray:
         """dL/dparams from dL/dlogp (per sample), dL/dH (one weight for every sample's entropy)
-        and, for PPO-KL, dL/dKL_i with KL_i = KL(old_i || pi_i) (per sample)."""
+        and, for PPO-KL, dL/dKL_i with KL_i = KL(old_i || pi_i) (per sample)   (POL.1, PPOKL.2)."""
         dlogits = dlogp[:, None] * dist.log_prob_grad(act)  # (CAT.2)
         if dent:
             dlogits += dent * dist.entropy_grad()  # (CAT.4)
@@ -123,7 +123,7 @@ class GaussianPolicy:
         dkl: np.ndarray | None = None,
         old: DiagGaussian | None = None,
     ) -> np.ndarray:
-        """As CategoricalPolicy.backward, through (mean, log_std) instead of logits."""
+        """As CategoricalPolicy.backward, through (mean, log_std) instead of logits (POL.1)."""
         g_mean, g_log_std = dist.log_prob_grad(act)  # (GAU.2)
         d_mean, d_log_std = dlogp[:, None] * g_mean, dlogp[:, None] * g_log_std
         if dent:
@@ -204,7 +204,9 @@ class QCritic:
     def loss_and_grad(
         self, obs: np.ndarray, act: np.ndarray, target: np.ndarray
     ) -> tuple[float, np.ndarray]:
-        """MSE regression of Q(s, a) on `target` (VAL.1); only the taken action's output moves."""
+        """MSE regression of Q(s, a) on `target` (VAL.1); only the taken action's output moves.
+
+        Q_w(s_t, a_t) then serves as Phi_t (QA.1)."""
         q, cache = self.net.forward(obs)
         rows = np.arange(len(act))
         loss, dq_sa = value_loss(q[rows, act].astype(np.float64), target)

@@ -9,6 +9,7 @@ from pgnumpy.gradcheck import central_fd, norm_rel_error
 from pgnumpy.objectives import (
     adapt_beta,
     clipped_value_loss,
+    normalize,
     pg_loss,
     ppo_clip_loss,
     ppo_kl_loss,
@@ -120,3 +121,10 @@ def test_clipped_value_loss_gradient_away_from_kinks(n, seed):
     _, g = clipped_value_loss(pred, val_old, target, eps)
     fd = central_fd(lambda x: clipped_value_loss(x, val_old, target, eps)[0], pred.copy())
     assert norm_rel_error(g, fd) < TOL or np.abs(g - fd).max() < 1e-12
+
+
+def test_normalize_zero_mean_unit_std():
+    x = np.random.default_rng(0).normal(3.0, 5.0, 1000)
+    z = normalize(x)
+    assert abs(z.mean()) < 1e-12 and abs(z.std() - 1) < 1e-8  # the 1e-8 guard in the divisor
+    assert np.all(np.argsort(z) == np.argsort(x))  # order (the sign of each push) kept relative

@@ -1,0 +1,148 @@
+"""Exact expectations over every trajectory of small tabular MDPs: the estimators the training
+code uses are unbiased exactly when the theory says so, and biased when it says not."""
+
+import numpy as np
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from pgnumpy.exact import (
+    TabularMDP,
+    enumerate_trajectories,
+    estimator,
+    exact_grad,
+    exact_J,
+    exact_values,
+    log_prob_grads,
+    probs,
+    tabular_policy,
+    trajectory_logp_grad,
+)
+from pgnumpy.gradcheck import central_fd, norm_rel_error
+
+
+@st.composite
+def mdps(draw, gamma=None):
+    S, A, H = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    assume((S * A) ** H <= 3000)  # enumeration stays fast
+    g = draw(st.floats(0.5, 1.0)) if gamma is None else gamma
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    mdp = TabularMDP.random(rng, S, A, H, g)
+    return mdp, tabular_policy(mdp, rng), rng
+
+
+def close(a, b, tol=1e-9):
+    """Relative to the gradient's scale; absolute near a zero gradient (e.g. A = 1)."""
+    return np.linalg.norm(a - b) <= tol * max(1.0, np.linalg.norm(b))
+
+
+@given(mdps())
+def test_exact_grad_matches_finite_differences_of_exact_J(m):
+    mdp, pol, _ = m
+    g = exact_grad(mdp, pol)
+    fd = central_fd(lambda p: exact_J(mdp, pol), pol.net.params)
+    assert norm_rel_error(g, fd) <= 1e-7 or np.abs(g - fd).max() < 1e-9
+
+
+@given(mdps())
+def test_trajectory_logp_grad_matches_finite_differences(m):
+    mdp, pol, _ = m
+    traj = enumerate_trajectories(mdp, probs(pol, mdp.S))
+    k = int(np.argmax(traj.prob))
+    g = trajectory_logp_grad(log_prob_grads(pol, mdp.S, mdp.A), traj)[k]
+
+    def log_p_tau(_):  # the full log P(tau), dynamics included: they drop out of the gradient
+        pi = probs(pol, mdp.S)
+        s, a = traj.states[:, k], traj.actions[:, k]
+        lp = np.log(mdp.mu[s[0]]) + np.log(pi[s, a]).sum()
+        return lp + sum(np.log(mdp.P[s[t], a[t], s[t + 1]]) for t in range(mdp.H - 1))
+
+    fd = central_fd(log_p_tau, pol.net.params)
+    assert norm_rel_error(g, fd) <= 1e-7 or np.abs(g - fd).max() < 1e-9
+
+
+def every_phi(mdp, pol, rng):
+    """(name, kwargs, discount_weight) for each unbiased estimator the training code supports."""
+    pi = probs(pol, mdp.S)
+    traj = enumerate_trajectories(mdp, pi)
+    V, Q = exact_values(mdp, pi)
+    t = np.arange(mdp.H)[:, None]
+    s, a = traj.states, traj.actions
+    b = rng.normal(size=(mdp.H, mdp.S))
+    return traj, [
+        ("return", {}, False),  # R(tau) already carries gamma^k from the episode start
+        ("rtg", {}, True),
+        ("rtg-baseline", {"val": b[t, s]}, True),  # any state-only baseline (random)
+        ("rtg-baseline", {"val": V[t, s]}, True),  # the exact V_t
+        ("q", {"q_sa": Q[t, s, a]}, True),
+        ("q", {"q_sa": Q[t, s, a] - V[t, s]}, True),  # the advantage A_t
+    ]
+
+
+@given(mdps())
+def test_every_phi_is_unbiased(m):
+    mdp, pol, rng = m
+    grad = exact_grad(mdp, pol)
+    traj, forms = every_phi(mdp, pol, rng)
+    for name, kw, dw in forms:
+        per_traj, mean = estimator(mdp, pol, traj, name, discount_weight=dw, **kw)
+        assert close(mean, grad), (name, kw.keys())
+        assert close(traj.prob @ per_traj, grad)  # per-trajectory path agrees
+
+
+@given(mdps())
+def test_grad_log_prob_and_baseline_lemmas_exactly(m):
+    mdp, pol, rng = m
+    pi, G = probs(pol, mdp.S), log_prob_grads(pol, mdp.S, mdp.A)
+    assert np.abs(np.einsum("sa,san->sn", pi, G)).max() < 1e-12  # (EGLP.1), every state
+    b = rng.normal(size=mdp.S)
+    assert np.abs(np.einsum("sa,s,san->n", pi, b, G)).max() < 1e-12  # (BL.1)
+
+
+def biased_setup(seed=1, gamma=0.9):
+    rng = np.random.default_rng(seed)
+    mdp = TabularMDP.random(rng, 3, 2, 3, gamma)
+    pol = tabular_policy(mdp, rng)
+    traj = enumerate_trajectories(mdp, probs(pol, mdp.S))
+    return mdp, pol, traj, exact_grad(mdp, pol), rng
+
+
+def test_action_dependent_baseline_is_biased():
+    mdp, pol, traj, grad, rng = biased_setup()
+    B = rng.normal(size=(mdp.S, mdp.A))  # b(s, a): depends on the action it weights
+    _, mean = estimator(mdp, pol, traj, "rtg-baseline", val=B[traj.states, traj.actions])
+    assert np.linalg.norm(mean - grad) > 1e-3
+
+
+def test_baseline_using_future_rewards_is_biased():
+    mdp, pol, traj, grad, _ = biased_setup()
+    future = np.zeros_like(traj.rew)
+    future[:-1] = traj.rew[1:]  # b_t = r_{t+1}: peeks past the action
+    _, mean = estimator(mdp, pol, traj, "rtg-baseline", val=future)
+    assert np.linalg.norm(mean - grad) > 1e-3
+
+
+def test_reward_to_go_without_the_gamma_t_factor_is_biased():
+    """What practical implementations do with gamma < 1 (see derivations/03-reward-to-go.md)."""
+    mdp, pol, traj, grad, _ = biased_setup(gamma=0.7)
+    _, consistent = estimator(mdp, pol, traj, "rtg", discount_weight=True)
+    _, dropped = estimator(mdp, pol, traj, "rtg", discount_weight=False)
+    assert close(consistent, grad)
+    assert np.linalg.norm(dropped - grad) > 1e-3
+
+
+def test_a_planted_bug_is_caught():
+    """Drop the termination mask at the horizon and reward-to-go bootstraps with a made-up value of
+    the last state: later actions move it, so the weights of earlier actions become biased."""
+    mdp, pol, traj, grad, rng = biased_setup(gamma=1.0)
+    H, K = traj.rew.shape
+    from pgnumpy import kernels
+
+    garbage = rng.normal(size=mdp.S)[traj.states]  # next_val: some function of the state
+    term = np.zeros((H, K), bool)
+    term[-1] = True
+    no_trunc = np.zeros((H, K), bool)
+    rtg_ok = kernels.reward_to_go(traj.rew, term, no_trunc, garbage, 1.0)
+    rtg_bug = kernels.reward_to_go(traj.rew, ~term & False, no_trunc, garbage, 1.0)
+    _, ok = estimator(mdp, pol, traj, "q", q_sa=rtg_ok)
+    _, bug = estimator(mdp, pol, traj, "q", q_sa=rtg_bug)
+    assert close(ok, grad) and np.linalg.norm(bug - grad) > 1e-3
