@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +54,26 @@ def save_checkpoint(
             arrays[f"opt/{name}/{k}"] = v
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    with deferred_sigint():  # a Ctrl-C mid-write would leave zipfile half-closed: finish first
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+
+
+@contextmanager
+def deferred_sigint():
+    """Hold a SIGINT until the block ends, then raise KeyboardInterrupt as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def load_checkpoint(path: str | Path) -> dict:

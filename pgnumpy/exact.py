@@ -58,7 +58,8 @@ def probs(policy: CategoricalPolicy, S: int) -> np.ndarray:
 def exact_values(mdp: TabularMDP, pi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """V_t(s) (H+1, S) and Q_t(s, a) (H, S, A) by backward dynamic programming (EX.1):
 
-        Q_t(s, a) = r(s, a) + gamma sum_s' P(s'|s, a) V_{t+1}(s'),  V_t(s) = sum_a pi(a|s) Q_t(s, a),
+        Q_t(s, a) = r(s, a) + gamma sum_s' P(s'|s, a) V_{t+1}(s'),
+        V_t(s) = sum_a pi(a|s) Q_t(s, a),
         V_H = 0.
     """
     V = np.zeros((mdp.H + 1, mdp.S))

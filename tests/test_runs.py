@@ -63,12 +63,12 @@ def test_interrupt_keeps_the_last_checkpoint_and_resume_continues_learning(tmp_p
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     ck = load_checkpoint(run)
     stopped_at = int(ck["epoch"])
     rows_before = progress(run)
-    assert stopped_at >= 14
+    assert stopped_at >= 13  # 15 rows were logged; the 15th epoch's checkpoint may be unwritten
     assert main(["--resume", str(run), "--quiet"]) == 0
     rows = progress(run)
     epochs = [int(r["epoch"]) for r in rows]
