@@ -175,3 +175,24 @@ def estimator(mdp: TabularMDP, policy: CategoricalPolicy, traj: Trajectories, na
 def exact_variance(per_traj: np.ndarray, prob: np.ndarray, grad: np.ndarray) -> float:
     """tr Cov[g] = sum_tau P(tau) ||g(tau)||^2 - ||grad J||^2  (EX.4)."""
     return float(prob @ np.sum(per_traj**2, axis=1) - grad @ grad)
+
+
+def variances(mdp: TabularMDP, policy: CategoricalPolicy) -> dict[str, float]:
+    """Exact tr Cov of each estimator on one MDP (EX.4), Phi forms with their unbiased weights."""
+    pi = probs(policy, mdp.S)
+    traj = enumerate_trajectories(mdp, pi)
+    grad = exact_grad(mdp, policy)
+    V, Q = exact_values(mdp, pi)
+    t, s, a = np.arange(mdp.H)[:, None], traj.states, traj.actions
+    forms = {
+        "R(tau)": ("return", {}, False),
+        "reward-to-go": ("rtg", {}, True),
+        "rtg - V": ("rtg-baseline", {"val": V[t, s]}, True),
+        "Q": ("q", {"q_sa": Q[t, s, a]}, True),
+        "A = Q - V": ("q", {"q_sa": Q[t, s, a] - V[t, s]}, True),
+    }
+    out = {}
+    for label, (name, kw, dw) in forms.items():
+        per_traj, _ = estimator(mdp, policy, traj, name, discount_weight=dw, **kw)
+        out[label] = exact_variance(per_traj, traj.prob, grad)
+    return out

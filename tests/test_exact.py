@@ -146,3 +146,33 @@ def test_a_planted_bug_is_caught():
     _, ok = estimator(mdp, pol, traj, "q", q_sa=rtg_ok)
     _, bug = estimator(mdp, pol, traj, "q", q_sa=rtg_bug)
     assert close(ok, grad) and np.linalg.norm(bug - grad) > 1e-3
+
+
+def search(condition, trials=400):
+    """First seed whose random MDP and policy satisfy condition(variances), with the variances."""
+    from pgnumpy.exact import variances
+
+    for seed in range(trials):
+        rng = np.random.default_rng(seed)
+        S, A, H = int(rng.integers(1, 4)), int(rng.integers(2, 4)), int(rng.integers(2, 4))
+        if (S * A) ** H > 3000:
+            continue
+        mdp = TabularMDP.random(rng, S, A, H, 1.0)
+        v = variances(mdp, tabular_policy(mdp, rng, scale=float(rng.uniform(0.1, 3))))
+        if condition(v):
+            return seed, v
+    return None, None
+
+
+def test_reward_to_go_can_increase_the_variance():
+    """The study note says reward-to-go reduces variance. Usually; not always: dropping past
+    rewards also drops their covariance with the future ones. An exact counter-example exists."""
+    seed, v = search(lambda v: v["reward-to-go"] > v["R(tau)"] * (1 + 1e-6))
+    assert seed is not None, "no counter-example in 400 MDPs"
+
+
+def test_the_value_baseline_can_increase_the_variance():
+    """V is the natural baseline but not the variance-minimising one (that one weights by
+    ||grad log pi||^2); on some MDPs rtg - V has MORE variance than plain rtg."""
+    seed, v = search(lambda v: v["rtg - V"] > v["reward-to-go"] * (1 + 1e-6))
+    assert seed is not None, "no counter-example in 400 MDPs"
