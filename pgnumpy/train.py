@@ -49,43 +49,37 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(algo: str) -> argparse.ArgumentParser:
     cfg_cls, _ = ALGOS[algo]
+    module = sys.modules[cfg_cls.__module__]
+    presets = getattr(module, "PRESETS", {})
     p = _Parser(
         prog="python -m pgnumpy.train",
         description=f"Train a policy-gradient agent. Flags below are {algo}'s "
-        f"(see `--algo NAME --help` for the others: {', '.join(ALGOS)}).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        f"(see `--algo NAME --help` for the others: {', '.join(ALGOS)})."
+        + (f" Tuned presets replace the defaults for: {', '.join(presets)} (see PRESETS in "
+           f"{cfg_cls.__module__}); flags given still win." if presets else ""),
     )
-    p.add_argument("--algo", default=DEFAULT_ALGO, choices=list(ALGOS), help="algorithm")
+    # flags default to SUPPRESS so that only what the user typed overrides a preset
+    p.add_argument("--algo", default=DEFAULT_ALGO, choices=list(ALGOS),
+                   help=f"algorithm (default: {DEFAULT_ALGO})")
     p.add_argument("--out", default=None, help="run directory (default: runs/ALGO-ENV-seedS-TIME)")
     p.add_argument("--quiet", action="store_true", help="no progress table")
     hints = typing.get_type_hints(cfg_cls)
-    helps = field_help(sys.modules[cfg_cls.__module__].__doc__ or "")
+    helps = field_help(module.__doc__ or "")
     for f in dataclasses.fields(cfg_cls):
         flag = "--" + FLAG_NAMES.get(f.name, f.name).replace("_", "-")
-        kind, default = hints[f.name], f.default
+        kind = hints[f.name]
+        text = f"{helps.get(f.name, f.name)} (default: {f.default})"
         if kind is bool:
-            p.add_argument(
-                flag,
-                dest=f.name,
-                action=argparse.BooleanOptionalAction,
-                default=default,
-                help=helps.get(f.name, f.name),
-            )
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, help=text)
         elif f.name == "hidden":
-            p.add_argument(
-                flag,
-                dest=f.name,
-                type=_widths,
-                default=default,
-                help="hidden widths, comma-separated, e.g. 64,64",
-            )
+            p.add_argument(flag, dest=f.name, type=_widths, default=argparse.SUPPRESS,
+                           help=text + "; comma-separated widths, e.g. 64,64")
         else:
             args_ = typing.get_args(kind)  # X | None -> (X, NoneType)
             base = next(t for t in args_ if t is not type(None)) if args_ else kind
             parse = _optional(base) if type(None) in args_ else base
-            p.add_argument(
-                flag, dest=f.name, type=parse, default=default, help=helps.get(f.name, f.name)
-            )
+            p.add_argument(flag, dest=f.name, type=parse, default=argparse.SUPPRESS, help=text)
     return p
 
 
@@ -127,7 +121,11 @@ def parse_args(argv: list[str] | None) -> tuple[str, object, argparse.Namespace]
         raise UserError(f"unknown --algo {algo!r}; choose one of {', '.join(ALGOS)}")
     args = build_parser(algo).parse_args(argv)
     cfg_cls, _ = ALGOS[algo]
-    cfg = cfg_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cfg_cls)})
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cfg_cls)
+             if hasattr(args, f.name)}
+    env_id = given.get("env_id", cfg_cls.env_id)
+    preset = getattr(sys.modules[cfg_cls.__module__], "PRESETS", {}).get(env_id, {})
+    cfg = cfg_cls(**{**preset, **given})
     return algo, cfg, args
 
 
@@ -194,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     last = result.history[-1]
     if result.solved_at is not None:
         s = result.solved_at
-        print(f"solved: mean return of the last 100 episodes {s['ep_return_mean']:.1f} >= "
-              f"{cfg.target_return:g} after {s['env_steps']} env steps, {s['wall_s']:.2f} s")
+        print(f"solved: mean return of the last 100 episodes {s['ep_return_mean']:.1f} "
+              f"after {s['env_steps']} env steps, {s['wall_s']:.2f} s")
     else:
         print(f"finished: mean return of the last 100 episodes {last['ep_return_mean']:.1f} "
               f"after {last['env_steps']} env steps, {last['wall_s']:.2f} s")

@@ -54,7 +54,7 @@ def test_checkpoint_holds_the_whole_state(tmp_path):
 def test_interrupt_keeps_the_last_checkpoint_and_resume_continues_learning(tmp_path):
     run = tmp_path / "r"
     cmd = [sys.executable, "-m", "pgnumpy.train", "--total-steps", "80000", "--target-return",
-           "none", "--seed", "1", "--out", str(run), "--quiet"]
+           "inf", "--seed", "1", "--out", str(run), "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline:  # wait for a few epochs, then Ctrl-C

@@ -103,3 +103,25 @@ def test_ppo_learns_in_a_short_run(variant):
     first, last = r.history[0]["ep_return_mean"], r.history[-1]["ep_return_mean"]
     assert first < 40 and last > 90, (first, last)
     assert all(np.isfinite(h["loss"]) and h["approx_kl"] >= 0 for h in r.history)
+
+
+def test_env_presets_apply_under_the_flags_given():
+    from pgnumpy.train import parse_args
+
+    _, cfg, _ = parse_args(["--env", "Pendulum-v1"])
+    assert cfg.gamma == 0.9 and cfg.norm_obs and cfg.total_steps == 300_000
+    _, cfg, _ = parse_args(["--env", "Pendulum-v1", "--gamma", "0.95", "--no-norm-obs"])
+    assert cfg.gamma == 0.95 and not cfg.norm_obs and cfg.num_envs == 4
+    _, cfg, _ = parse_args([])
+    assert cfg.gamma == 0.98 and not cfg.norm_obs  # CartPole: the dataclass defaults
+
+
+def test_pendulum_trains_with_no_other_flags(tmp_path):
+    """Continuous actions end to end through the CLI (a short budget; the bench runs 300k)."""
+    code = main(["--env", "Pendulum-v1", "--total-steps", "4096", "--out", str(tmp_path / "p"),
+                 "--quiet"])
+    assert code == 0
+    from pgnumpy.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(tmp_path / "p")
+    assert "obs_norm" in ck["extra"] and ck["net/policy"].size > 0

@@ -39,6 +39,15 @@ def n_discrete_actions(env, what: str) -> int:
     return int(space.n)
 
 
+def solved_threshold(target_return: float | None, env) -> float:
+    """The return at which training stops: given, or the env's reward_threshold, or never."""
+    if target_return is not None:
+        return target_return
+    spec = getattr(env, "spec", None)
+    threshold = getattr(spec, "reward_threshold", None) if spec is not None else None
+    return float("inf") if threshold is None else float(threshold)
+
+
 def recent_mean(x: list, k: int = 100) -> float:
     """Mean of the last k finished episodes (nan before the first one ends)."""
     return float(np.mean(x[-k:])) if x else float("nan")

@@ -33,7 +33,8 @@ Hyperparameters (PPOConfig):
     target_kl        stop the epoch loop when approx KL exceeds it (None: never) / d_targ of PPO-KL.
     beta             initial KL coefficient of PPO-KL.
     seed             seeds the init, the action sampling, the minibatch shuffles and the env.
-    target_return    stop once the mean of the last 100 episodes reaches it (None: never).
+    target_return    stop once the mean of the last 100 episodes reaches it; None: the env's
+                     reward_threshold (gymnasium's "solved"; never if it has none); inf: never.
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pgnumpy.algos.common import TrainResult, check_finite, recent_mean, resume_env_seed
+from pgnumpy.algos.common import (
+    TrainResult,
+    check_finite,
+    recent_mean,
+    resume_env_seed,
+    solved_threshold,
+)
 from pgnumpy.checkpoint import restore
 from pgnumpy.config import check_choice, check_hidden, check_int, check_range
 from pgnumpy.logger import Logger
@@ -60,6 +67,15 @@ from pgnumpy.optim import Adam
 from pgnumpy.phi import next_values, phi
 from pgnumpy.policy import ValueCritic, make_policy
 from pgnumpy.rollout import Runner, collect, make_env
+
+# Tuned settings per env, applied by `python -m pgnumpy.train --env ID` under the flags you give
+# (and by `PPOConfig(**PRESETS[env_id])` in Python). Pendulum: a low gamma, many small
+# minibatch epochs on long rollouts and normalised observations, as RL-Zoo-style settings do.
+PRESETS: dict[str, dict] = {
+    "Pendulum-v1": dict(env_id="Pendulum-v1", num_envs=4, steps_per_env=512,
+                        total_steps=300_000, update_epochs=10, minibatches=32, gamma=0.9,
+                        lam=0.95, lr=1e-3, norm_obs=True),
+}
 
 
 @dataclass
@@ -86,7 +102,7 @@ class PPOConfig:
     target_kl: float | None = None
     beta: float = 1.0
     seed: int = 0
-    target_return: float | None = 475.0
+    target_return: float | None = None
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden)
@@ -112,7 +128,7 @@ class PPOConfig:
             check_range("target_kl", self.target_kl, 0, None, lo_open=True)
         check_range("beta", self.beta, 0)
         check_int("seed", self.seed, lo=0)
-        if self.target_return is not None:
+        if self.target_return is not None and self.target_return != float("inf"):
             check_range("target_return", self.target_return)
 
 
@@ -124,6 +140,7 @@ def train(
     logger = logger or Logger(quiet=True)
     init_rng, act_rng, mb_rng = np.random.default_rng(cfg.seed).spawn(3)
     env = make_env(cfg.env_id, cfg.num_envs)
+    target = solved_threshold(cfg.target_return, env)
     obs_dim = env.single_observation_space.shape[0]
     dtype = np.float32  # ~3x faster than float64 here; gradients are checked in float64 in tests
     policy = make_policy(env, cfg.hidden, cfg.activation, rng=init_rng, dtype=dtype)
@@ -249,7 +266,7 @@ def train(
                     extra={"beta": beta} | ({"obs_norm": obs_norm.state()} if obs_norm else {}),
                 ),
             )
-        if cfg.target_return is not None and row["ep_return_mean"] >= cfg.target_return:
+        if row["ep_return_mean"] >= target:
             result.solved_at = row
             break
     env.close()

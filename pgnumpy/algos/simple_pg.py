@@ -27,7 +27,8 @@ Hyperparameters (SimplePGConfig):
                      faster: an epoch still finishes every episode it starts before the cut).
     vf_lr, vf_iters  Adam learning rate and full-batch steps per epoch of the critic, if any.
     seed             seeds the network init, the action sampling and the env.
-    target_return    stop early once the mean of the last 100 episodes reaches it (None: never).
+    target_return    stop once the mean of the last 100 episodes reaches it; None: the env's
+                     reward_threshold (gymnasium's "solved"; never if it has none); inf: never.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pgnumpy.algos.common import (
     n_discrete_actions,
     recent_mean,
     resume_env_seed,
+    solved_threshold,
 )
 from pgnumpy.checkpoint import restore
 from pgnumpy.config import check_choice, check_hidden, check_int, check_range
@@ -70,7 +72,7 @@ class SimplePGConfig:
     vf_lr: float = 1e-3
     vf_iters: int = 80
     seed: int = 0
-    target_return: float | None = None
+    target_return: float | None = float("inf")
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden)
@@ -86,7 +88,7 @@ class SimplePGConfig:
         check_range("vf_lr", self.vf_lr, 0, None, lo_open=True)
         check_int("vf_iters", self.vf_iters, lo=0)
         check_int("seed", self.seed, lo=0)
-        if self.target_return is not None:
+        if self.target_return is not None and self.target_return != float("inf"):
             check_range("target_return", self.target_return)
 
 
@@ -98,6 +100,7 @@ def train(
     logger.total_epochs = cfg.epochs
     init_rng, act_rng = np.random.default_rng(cfg.seed).spawn(2)
     env = make_env(cfg.env_id, cfg.num_envs)
+    target = solved_threshold(cfg.target_return, env)
     obs_dim = env.single_observation_space.shape[0]
     policy = make_policy(env, cfg.hidden, cfg.activation, rng=init_rng, dtype=np.float32)
     opt = Adam(policy.params, lr=cfg.lr)
@@ -189,7 +192,7 @@ def train(
             on_epoch(
                 epoch, dict(nets=nets, opts=opts, rngs=rngs, runner=runner, wall_s=row["wall_s"])
             )
-        if cfg.target_return is not None and row["ep_return_mean"] >= cfg.target_return:
+        if row["ep_return_mean"] >= target:
             result.solved_at = row
             break
     env.close()

@@ -24,7 +24,8 @@ Hyperparameters (VPGConfig):
     norm_adv         normalise Phi over the batch (zero mean, unit std).
     max_grad_norm    global gradient-norm clip of the policy step (None: no clip).
     seed             seeds the init, the action sampling and the env.
-    target_return    stop once the mean of the last 100 episodes reaches it (None: never).
+    target_return    stop once the mean of the last 100 episodes reaches it; None: the env's
+                     reward_threshold (gymnasium's "solved"; never if it has none); inf: never.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pgnumpy.algos.common import (
     n_discrete_actions,
     recent_mean,
     resume_env_seed,
+    solved_threshold,
 )
 from pgnumpy.checkpoint import restore
 from pgnumpy.config import check_choice, check_hidden, check_int, check_range
@@ -69,7 +71,7 @@ class VPGConfig:
     norm_adv: bool = True
     max_grad_norm: float | None = 0.5
     seed: int = 0
-    target_return: float | None = 475.0
+    target_return: float | None = None
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden)
@@ -87,7 +89,7 @@ class VPGConfig:
         if self.max_grad_norm is not None:
             check_range("max_grad_norm", self.max_grad_norm, 0, None, lo_open=True)
         check_int("seed", self.seed, lo=0)
-        if self.target_return is not None:
+        if self.target_return is not None and self.target_return != float("inf"):
             check_range("target_return", self.target_return)
 
 
@@ -99,6 +101,7 @@ def train(
     logger.total_epochs = cfg.epochs
     init_rng, act_rng = np.random.default_rng(cfg.seed).spawn(2)
     env = make_env(cfg.env_id, cfg.num_envs)
+    target = solved_threshold(cfg.target_return, env)
     obs_dim = env.single_observation_space.shape[0]
     dtype = np.float32  # ~3x faster than float64 here; gradients are checked in float64 in tests
     policy = make_policy(env, cfg.hidden, cfg.activation, rng=init_rng, dtype=dtype)
@@ -193,7 +196,7 @@ def train(
             on_epoch(
                 epoch, dict(nets=nets, opts=opts, rngs=rngs, runner=runner, wall_s=row["wall_s"])
             )
-        if cfg.target_return is not None and row["ep_return_mean"] >= cfg.target_return:
+        if row["ep_return_mean"] >= target:
             result.solved_at = row
             break
     env.close()
