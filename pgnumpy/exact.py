@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 
 from pgnumpy.objectives import pg_loss
@@ -43,9 +44,11 @@ class TabularMDP:
                    rng.normal(size=(S, A)), H, gamma)
 
 
-def tabular_policy(mdp: TabularMDP, rng: np.random.Generator, scale: float = 1.0):
-    """A softmax policy over tabular logits, as the package's MLP over one-hot states."""
-    pol = CategoricalPolicy(mdp.S, mdp.A, [], rng=rng, dtype=np.float64)
+def tabular_policy(mdp: TabularMDP, rng: np.random.Generator, scale: float = 1.0,
+                   hidden: tuple[int, ...] = ()):
+    """A softmax policy over tabular logits: the package's MLP over one-hot states, with no
+    hidden layer (logits = onehot(s) W + b, i.e. tabular) or with `hidden` layers."""
+    pol = CategoricalPolicy(mdp.S, mdp.A, list(hidden), rng=rng, dtype=np.float64)
     pol.net.params[:] = rng.normal(0, scale, pol.params.shape)
     return pol
 
@@ -196,3 +199,45 @@ def variances(mdp: TabularMDP, policy: CategoricalPolicy) -> dict[str, float]:
         per_traj, _ = estimator(mdp, policy, traj, name, discount_weight=dw, **kw)
         out[label] = exact_variance(per_traj, traj.prob, grad)
     return out
+
+
+class TabularVecEnv(gym.vector.VectorEnv):
+    """N copies of a tabular MDP as a gymnasium vector env with NEXT_STEP autoreset, so Monte
+    Carlo batches come from the training path (`rollout.collect`). Observation: one-hot state;
+    every episode terminates after H steps."""
+
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+
+    def __init__(self, mdp: TabularMDP, num_envs: int):
+        self.mdp, self.num_envs = mdp, num_envs
+        self.single_observation_space = gym.spaces.Box(0.0, 1.0, (mdp.S,), np.float64)
+        self.single_action_space = gym.spaces.Discrete(mdp.A)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space,
+                                                              num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+
+    def reset(self, *, seed=None, options=None):
+        self.rng = np.random.default_rng(seed)
+        self.s = self._draw(self.mdp.mu, self.num_envs)
+        self.t = np.zeros(self.num_envs, np.int64)
+        self.pending = np.zeros(self.num_envs, bool)
+        return np.eye(self.mdp.S)[self.s], {}
+
+    def _draw(self, p: np.ndarray, n: int) -> np.ndarray:
+        """One sample per row of p (or n samples of one p), by inverse CDF."""
+        cdf = np.cumsum(np.broadcast_to(p, (n, p.shape[-1])), axis=1)
+        return np.minimum((cdf < self.rng.random((n, 1))).sum(axis=1), p.shape[-1] - 1)
+
+    def step(self, actions):
+        a = np.asarray(actions)
+        rew = self.mdp.r[self.s, a].copy()
+        rew[self.pending] = 0.0
+        term = np.zeros(self.num_envs, bool)
+        nxt = self._draw(self.mdp.P[self.s, a], self.num_envs)
+        self.t += 1
+        term[~self.pending] = self.t[~self.pending] == self.mdp.H
+        # NEXT_STEP: a sub-env whose episode ended last step resets now, ignoring its action
+        nxt[self.pending] = self._draw(self.mdp.mu, self.num_envs)[self.pending]
+        self.t[self.pending] = 0
+        self.s, self.pending = nxt, term
+        return np.eye(self.mdp.S)[self.s], rew, term, np.zeros(self.num_envs, bool), {}
