@@ -162,3 +162,17 @@ def episode_stats(rew, term, trunc, valid, ep_ret, ep_len):
                 k += 1
                 ep_ret[i], ep_len[i] = 0.0, 0
     return rets[:k], lens[:k]
+
+
+def warm_up() -> None:
+    """Compile (first run) or load from the cache every kernel, with the argument types the
+    training path uses, so that the cost lands before the training clock starts."""
+    z32, z64 = np.zeros((1, 2), np.float32), np.zeros((1, 1))
+    b, i64 = np.zeros((1, 1), bool), np.zeros(1, np.int64)
+    categorical_sample(z32, np.zeros(1))
+    categorical_logp(z32, i64)
+    categorical_logp(z32.astype(np.float64), i64)
+    reward_to_go(z64, b, b, z64, 0.99)
+    episode_return(z64, b, b, z64, 0.99)
+    gae(z64, z64, z64, b, b, 0.99, 0.95)
+    episode_stats(z64, b, b, b, np.zeros(1), np.zeros(1, np.int64))

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pgnumpy import kernels
 from pgnumpy.algos.common import (
     TrainResult,
     check_finite,
@@ -161,6 +162,7 @@ def train(
         beta = resume["extra"]["beta"]
         if obs_norm is not None:
             obs_norm.load(resume["extra"]["obs_norm"])
+    kernels.warm_up()  # JIT compile / cache load before the clock starts
     start = time.perf_counter() - wall0
     for it in range(first, iterations):
         if cfg.anneal_lr:  # linear decay to 0 over the budget

