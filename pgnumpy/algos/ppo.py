@@ -85,10 +85,10 @@ class PPOConfig:
     variant: str = "clip"
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
-    lr: float = 2.5e-3
+    lr: float = 4e-3
     anneal_lr: bool = True
-    num_envs: int = 16
-    steps_per_env: int = 32
+    num_envs: int = 32
+    steps_per_env: int = 16
     total_steps: int = 200_000
     update_epochs: int = 4
     minibatches: int = 2
