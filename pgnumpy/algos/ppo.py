@@ -76,6 +76,10 @@ PRESETS: dict[str, dict] = {
     "Pendulum-v1": dict(env_id="Pendulum-v1", num_envs=4, steps_per_env=512,
                         total_steps=300_000, update_epochs=10, minibatches=32, gamma=0.9,
                         lam=0.95, lr=1e-3, norm_obs=True),
+    # MuJoCo (pip install -e ".[mujoco]"): CleanRL's ppo_continuous_action settings
+    "HalfCheetah-v5": dict(env_id="HalfCheetah-v5", num_envs=1, steps_per_env=2048,
+                           total_steps=1_000_000, update_epochs=10, minibatches=32, gamma=0.99,
+                           lam=0.95, lr=3e-4, norm_obs=True),
 }
 
 
