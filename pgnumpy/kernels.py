@@ -22,17 +22,23 @@ def categorical_logp(logits: np.ndarray, act: np.ndarray) -> np.ndarray:
     log p_a = z_a - m - log sum_j exp(z_j - m), m = max_j z_j: every exp argument is <= 0, and
     the sum is >= 1, so nothing overflows and the log never sees 0. Output in float64.
     """
-    B, A = logits.shape
-    out = np.empty(B)
-    for i in range(B):
-        m = logits[i, 0]
-        for j in range(1, A):
-            m = max(m, logits[i, j])
-        s = 0.0
-        for j in range(A):
-            s += np.exp(logits[i, j] - m)
+    out = np.empty(len(logits))
+    for i in range(len(logits)):
+        m, s = _max_and_shifted_sum(logits[i])
         out[i] = logits[i, act[i]] - m - np.log(s)
     return out
+
+
+@numba.njit(cache=True)
+def _max_and_shifted_sum(z):
+    """m = max_j z_j and s = sum_j exp(z_j - m) >= 1 for one row of logits (CAT.1)."""
+    m = z[0]
+    for j in range(1, len(z)):
+        m = max(m, z[j])
+    s = 0.0
+    for j in range(len(z)):
+        s += np.exp(z[j] - m)
+    return m, s
 
 
 @numba.njit(cache=True)
@@ -47,12 +53,7 @@ def categorical_sample(logits: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, n
     act = np.empty(B, np.int64)
     logp = np.empty(B)
     for i in range(B):
-        m = logits[i, 0]
-        for j in range(1, A):
-            m = max(m, logits[i, j])
-        s = 0.0
-        for j in range(A):
-            s += np.exp(logits[i, j] - m)
+        m, s = _max_and_shifted_sum(logits[i])
         target = u[i] * s  # compare unnormalised cumulative sums: no division per entry
         c = 0.0
         a = A - 1  # round-off guard: if u * s is never reached, the last action
