@@ -22,8 +22,10 @@ from pgnumpy.gradcheck import central_fd, norm_rel_error
 
 @st.composite
 def mdps(draw, gamma=None):
-    S, A, H = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    assume((S * A) ** H <= 3000)  # enumeration stays fast
+    H = draw(st.integers(1, 4))
+    S = draw(st.integers(1, 4))
+    A = draw(st.integers(1, max(1, min(4, int(10_000 ** (1 / H)) // S))))
+    assume((S * A) ** H <= 10_000)  # up to 10^4 trajectories: enumeration stays fast
     g = draw(st.floats(0.5, 1.0)) if gamma is None else gamma
     hidden = draw(st.sampled_from([(), (3,)]))  # tabular logits, or an MLP over one-hot states
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
