@@ -68,3 +68,26 @@ def check_finite(epoch: int, **quantities: float) -> None:
                 f"non-finite {name} ({v}) at epoch {epoch}; the last good checkpoint "
                 "is kept. Lower the learning rate, or check the env's rewards"
             )
+
+
+def end_epoch(
+    epoch: int,
+    row: dict,
+    result: TrainResult,
+    logger,
+    on_epoch,
+    state: dict,
+    target: float,
+    **losses: float,
+) -> bool:
+    """The end of every epoch: stop on a non-finite loss (before the checkpoint, so the last good
+    one is kept), log the row, checkpoint via on_epoch(epoch, state), and say whether solved."""
+    check_finite(epoch, **losses)
+    logger.log(row)
+    result.history.append(row)
+    if on_epoch is not None:
+        on_epoch(epoch, state)
+    if row["ep_return_mean"] >= target:
+        result.solved_at = row
+        return True
+    return False

@@ -47,7 +47,7 @@ import numpy as np
 from pgnumpy import kernels
 from pgnumpy.algos.common import (
     TrainResult,
-    check_finite,
+    end_epoch,
     recent_mean,
     resume_env_seed,
     solved_threshold,
@@ -73,13 +73,31 @@ from pgnumpy.rollout import Runner, collect, make_env
 # (and by `PPOConfig(**PRESETS[env_id])` in Python). Pendulum: a low gamma, many small
 # minibatch epochs on long rollouts and normalised observations, as RL-Zoo-style settings do.
 PRESETS: dict[str, dict] = {
-    "Pendulum-v1": dict(env_id="Pendulum-v1", num_envs=4, steps_per_env=512,
-                        total_steps=300_000, update_epochs=10, minibatches=32, gamma=0.9,
-                        lam=0.95, lr=1e-3, norm_obs=True),
+    "Pendulum-v1": dict(
+        env_id="Pendulum-v1",
+        num_envs=4,
+        steps_per_env=512,
+        total_steps=300_000,
+        update_epochs=10,
+        minibatches=32,
+        gamma=0.9,
+        lam=0.95,
+        lr=1e-3,
+        norm_obs=True,
+    ),
     # MuJoCo (pip install -e ".[mujoco]"): CleanRL's ppo_continuous_action settings
-    "HalfCheetah-v5": dict(env_id="HalfCheetah-v5", num_envs=1, steps_per_env=2048,
-                           total_steps=1_000_000, update_epochs=10, minibatches=32, gamma=0.99,
-                           lam=0.95, lr=3e-4, norm_obs=True),
+    "HalfCheetah-v5": dict(
+        env_id="HalfCheetah-v5",
+        num_envs=1,
+        steps_per_env=2048,
+        total_steps=1_000_000,
+        update_epochs=10,
+        minibatches=32,
+        gamma=0.99,
+        lam=0.95,
+        lr=3e-4,
+        norm_obs=True,
+    ),
 }
 
 
@@ -182,8 +200,16 @@ def train(
         #    GAE advantages, and lambda-returns as value targets (CleanRL, SB3)
         val = vf(all_obs).reshape(batch.rew.shape)
         next_val = next_values(val, vf(prep(batch.last_obs)))
-        adv_all = phi("gae", batch.rew, batch.term, batch.trunc, cfg.gamma, cfg.lam,
-                      val=val, next_val=next_val)  # (GAE.2)
+        adv_all = phi(
+            "gae",
+            batch.rew,
+            batch.term,
+            batch.trunc,
+            cfg.gamma,
+            cfg.lam,
+            val=val,
+            next_val=next_val,
+        )  # (GAE.2)
         obs, act, logp_old = all_obs[m.ravel()], batch.act[m], batch.logp[m]
         adv, ret, val_old = adv_all[m], (adv_all + val)[m], val[m]
         old_dist = policy.dist(obs)[0] if cfg.variant == "kl" else None
@@ -207,8 +233,9 @@ def train(
                     old = old_dist[idx]
                     kl = old.kl(dist)
                     pi_loss, dlogp, dkl = ppo_kl_loss(logp, logp_old[idx], a_mb, kl, beta)
-                    g_pi = policy.backward(cache, dist, act[idx], dlogp, dent=dent, dkl=dkl,
-                                           old=old)
+                    g_pi = policy.backward(
+                        cache, dist, act[idx], dlogp, dent=dent, dkl=dkl, old=old
+                    )
                     info = {"approx_kl": float(kl.mean()), "clip_frac": 0.0}
                 v, vcache = vf.net.forward(obs[idx])
                 v = v[:, 0].astype(np.float64)
@@ -257,23 +284,25 @@ def train(
         }
         if cfg.variant == "kl":
             row["beta"] = beta
-        check_finite(it, loss=row["loss"], value_loss=row["value_loss"])
-        logger.log(row)
-        result.history.append(row)
-        if on_epoch is not None:
-            on_epoch(
-                it,
-                dict(
-                    nets=nets,
-                    opts=opts,
-                    rngs=rngs,
-                    runner=runner,
-                    wall_s=row["wall_s"],
-                    extra={"beta": beta} | ({"obs_norm": obs_norm.state()} if obs_norm else {}),
-                ),
-            )
-        if row["ep_return_mean"] >= target:
-            result.solved_at = row
+        state = dict(
+            nets=nets,
+            opts=opts,
+            rngs=rngs,
+            runner=runner,
+            wall_s=row["wall_s"],
+            extra={"beta": beta} | ({"obs_norm": obs_norm.state()} if obs_norm else {}),
+        )
+        if end_epoch(
+            it,
+            row,
+            result,
+            logger,
+            on_epoch,
+            state,
+            target,
+            loss=row["loss"],
+            value_loss=row["value_loss"],
+        ):
             break
     env.close()
     return result

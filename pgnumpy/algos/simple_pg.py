@@ -41,7 +41,7 @@ import numpy as np
 from pgnumpy import kernels
 from pgnumpy.algos.common import (
     TrainResult,
-    check_finite,
+    end_epoch,
     fit_critic,
     n_discrete_actions,
     recent_mean,
@@ -187,15 +187,18 @@ def train(
             "entropy": float(dist.entropy().mean()),
             "value_loss": value_loss,
         }
-        check_finite(epoch, loss=loss, **({"value_loss": value_loss} if critic is not None else {}))
-        logger.log(row)
-        result.history.append(row)
-        if on_epoch is not None:
-            on_epoch(
-                epoch, dict(nets=nets, opts=opts, rngs=rngs, runner=runner, wall_s=row["wall_s"])
-            )
-        if row["ep_return_mean"] >= target:
-            result.solved_at = row
+        state = dict(nets=nets, opts=opts, rngs=rngs, runner=runner, wall_s=row["wall_s"])
+        if end_epoch(
+            epoch,
+            row,
+            result,
+            logger,
+            on_epoch,
+            state,
+            target,
+            loss=loss,
+            **({"value_loss": value_loss} if critic is not None else {}),
+        ):
             break
     env.close()
     return result

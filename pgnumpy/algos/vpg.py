@@ -38,7 +38,7 @@ import numpy as np
 from pgnumpy import kernels
 from pgnumpy.algos.common import (
     TrainResult,
-    check_finite,
+    end_epoch,
     fit_critic,
     n_discrete_actions,
     recent_mean,
@@ -191,15 +191,10 @@ def train(
             "value_loss": value_loss,
             "grad_norm": grad_norm,
         }
-        check_finite(epoch, loss=loss, value_loss=value_loss)
-        logger.log(row)
-        result.history.append(row)
-        if on_epoch is not None:
-            on_epoch(
-                epoch, dict(nets=nets, opts=opts, rngs=rngs, runner=runner, wall_s=row["wall_s"])
-            )
-        if row["ep_return_mean"] >= target:
-            result.solved_at = row
+        state = dict(nets=nets, opts=opts, rngs=rngs, runner=runner, wall_s=row["wall_s"])
+        if end_epoch(
+            epoch, row, result, logger, on_epoch, state, target, loss=loss, value_loss=value_loss
+        ):
             break
     env.close()
     return result
