@@ -51,6 +51,35 @@ def env_rates(cfg, seconds: float = 1.0) -> tuple[float, float]:
     return bare, acting
 
 
+THREADS_CODE = """
+import json
+from pgnumpy.algos.ppo import PPOConfig, train
+walls = [train(PPOConfig(seed=s, target_return=float('inf'), total_steps=40_000)).history[-1]
+         ['wall_s'] for s in (0, 1, 2)]
+print(json.dumps(walls))
+"""
+
+
+def compare_threads(repeats: int = 2) -> None:
+    """PPO on CartPole for 40k steps, 3 seeds, with 1 and with 2 BLAS threads, alternating, each
+    in a fresh process (the thread count is fixed when numpy loads)."""
+    import json
+    import statistics
+    import subprocess
+    import sys
+
+    walls: dict[str, list[float]] = {"1": [], "2": []}
+    for _ in range(repeats):
+        for n in walls:
+            env = dict(os.environ, OPENBLAS_NUM_THREADS=n, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
+            out = subprocess.run([sys.executable, "-c", THREADS_CODE], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            walls[n] += json.loads(out.strip().splitlines()[-1])
+    for n, w in walls.items():
+        print(f"{n} BLAS thread(s): median {statistics.median(w):.2f} s over {len(w)} runs "
+              f"of 40k steps {[round(x, 2) for x in w]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m pgnumpy.bench", description=__doc__.splitlines()[0])
     p.add_argument("--algo", default="ppo", choices=list(ALGOS))
@@ -58,7 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--target", type=float, default=None, help="return that counts as solved")
     p.add_argument("--total-steps", type=int, default=None, help="budget per seed (ppo)")
+    p.add_argument("--compare-threads", action="store_true",
+                   help="only time 1 vs 2 BLAS threads (PPO, CartPole, 40k steps, 3 seeds x 2)")
     args = p.parse_args(argv)
+    if args.compare_threads:
+        compare_threads()
+        return
     cli = ["--algo", args.algo, "--env", args.env]
     if args.target is not None:
         cli += ["--target-return", str(args.target)]
