@@ -20,7 +20,8 @@ from pgnumpy.algos.common import TrainResult
 from pgnumpy.checkpoint import load_checkpoint
 from pgnumpy.errors import UserError
 from pgnumpy.logger import Logger
-from pgnumpy.policy import CategoricalPolicy
+from pgnumpy.normalize import ObsNorm
+from pgnumpy.policy import CategoricalPolicy, GaussianPolicy
 
 
 def train(config, out: str | Path | None = None, quiet: bool = True) -> TrainResult:
@@ -37,35 +38,52 @@ def train(config, out: str | Path | None = None, quiet: bool = True) -> TrainRes
 
 
 class Agent:
-    """A trained policy loaded from a run directory."""
+    """A trained policy loaded from a run directory (with its observation normaliser, if any)."""
 
-    def __init__(self, config: dict, policy: CategoricalPolicy, epoch: int):
+    def __init__(self, config: dict, policy, epoch: int, obs_norm: ObsNorm | None = None,
+                 act_bounds: tuple[np.ndarray, np.ndarray] | None = None):
         self.config, self.policy, self.epoch = config, policy, epoch
+        self.obs_norm, self.act_bounds = obs_norm, act_bounds
 
     def act(self, obs: np.ndarray, deterministic: bool = True,
             rng: np.random.Generator | None = None):
-        """The action for one observation (an int) or for a batch (an array).
+        """The action for one observation (an int, or an array for Box actions) or for a batch.
 
-        deterministic: the most probable action (as SB3's predict); else a sample from pi(.|obs).
+        deterministic: the most probable action / the Gaussian's mean (as SB3's predict); else a
+        sample from pi(.|obs). Box actions are clipped to the bounds, as in training rollouts.
         """
         obs = np.asarray(obs, dtype=np.float64)
         single = obs.ndim == 1
         batch = obs[None] if single else obs
+        if self.obs_norm is not None:
+            batch = self.obs_norm(batch)
         if deterministic:
             act = self.policy.act_deterministic(batch)
         else:
             act, _ = self.policy.act(batch, rng if rng is not None else np.random.default_rng())
-        return int(act[0]) if single else act
+        if self.act_bounds is not None:
+            act = np.clip(act, *self.act_bounds)
+        if single:
+            return int(act[0]) if self.act_bounds is None else act[0]
+        return act
 
 
-def build_policy(config: dict, seed: int | None = None) -> CategoricalPolicy:
-    """The policy network a config describes, freshly initialised (as training starts it)."""
-    env = gym.make(config["env_id"])
-    obs_dim, n_act = env.observation_space.shape[0], int(env.action_space.n)
+def _spaces(env_id: str):
+    env = gym.make(env_id)
+    spaces = env.observation_space, env.action_space
     env.close()
+    return spaces
+
+
+def build_policy(config: dict, seed: int | None = None):
+    """The policy network a config describes, freshly initialised (as training starts it)."""
+    obs_space, act_space = _spaces(config["env_id"])
     init_rng, _ = np.random.default_rng(config["seed"] if seed is None else seed).spawn(2)
-    return CategoricalPolicy(obs_dim, n_act, config["hidden"], config["activation"],
-                             rng=init_rng, dtype=np.float32)
+    if isinstance(act_space, gym.spaces.Box):
+        return GaussianPolicy(obs_space.shape[0], act_space.shape[0], config["hidden"],
+                              config["activation"], rng=init_rng, dtype=np.float32)
+    return CategoricalPolicy(obs_space.shape[0], int(act_space.n), config["hidden"],
+                             config["activation"], rng=init_rng, dtype=np.float32)
 
 
 def load(run_dir: str | Path) -> Agent:
@@ -74,5 +92,11 @@ def load(run_dir: str | Path) -> Agent:
     policy = build_policy(ckpt["config"])
     if ckpt["net/policy"].shape != policy.params.shape:
         raise UserError(f"checkpoint in {run_dir} does not match its config's network")
-    policy.net.params[:] = ckpt["net/policy"]
-    return Agent(ckpt["config"], policy, int(ckpt["epoch"]))
+    policy.params[:] = ckpt["net/policy"]
+    obs_norm = None
+    if "obs_norm" in ckpt["extra"]:
+        obs_norm = ObsNorm(policy.net.sizes[0])
+        obs_norm.load(ckpt["extra"]["obs_norm"])
+    _, act_space = _spaces(ckpt["config"]["env_id"])
+    bounds = (act_space.low, act_space.high) if isinstance(act_space, gym.spaces.Box) else None
+    return Agent(ckpt["config"], policy, int(ckpt["epoch"]), obs_norm, bounds)

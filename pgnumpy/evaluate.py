@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.gif:
             panels, labels = [frames], [f"trained (return {rets[0]:.0f})"]
             if args.compare_untrained:
-                untrained = Agent(agent.config, build_policy(agent.config), epoch=-1)
+                untrained = Agent(agent.config, build_policy(agent.config), -1,
+                                  agent.obs_norm, agent.act_bounds)
                 u_rets, u_frames = run_episodes(untrained, 1, args.seed, det, render=True)
                 print(f"untrained policy: return {u_rets[0]:.0f} on the same first episode")
                 panels = [u_frames, frames]

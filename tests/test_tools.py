@@ -108,3 +108,15 @@ def test_agent_act_single_and_batch():
     agent = Agent({}, pol, 0)
     assert agent.act(np.zeros(4)) in (0, 1)
     assert agent.act(np.zeros((3, 4))).shape == (3,)
+
+
+def test_load_and_evaluate_a_continuous_run_with_its_obs_normaliser(tmp_path, capsys):
+    assert train_main(["--env", "Pendulum-v1", "--total-steps", "4096", "--out",
+                       str(tmp_path / "p"), "--quiet"]) == 0
+    agent = load(tmp_path / "p")
+    assert agent.obs_norm is not None and agent.obs_norm.count > 1  # restored, not fresh
+    a = agent.act(np.array([1.0, 0.0, 0.0]), deterministic=False, rng=np.random.default_rng(0))
+    assert a.shape == (1,) and -2.0 <= a[0] <= 2.0  # clipped to the Box, as in rollouts
+    capsys.readouterr()
+    assert evaluate_main([str(tmp_path / "p"), "--episodes", "2"]) == 0
+    assert "ppo on Pendulum-v1" in capsys.readouterr().out
