@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pgnumpy.algos.ppo import PPOConfig
-from pgnumpy.api import Agent, build_policy, train
+from pgnumpy.api import Agent, build_policy, load, train
 from pgnumpy.errors import UserError
 from pgnumpy.evaluate import main as evaluate_main
 from pgnumpy.plot import group_runs
