@@ -33,7 +33,8 @@ def normalize(x: np.ndarray, eps: float = 1e-8) -> np.ndarray:
     Subtracting the batch mean is a (slightly data-dependent) constant baseline; scaling by the
     std rescales the step size. Both are standard (Spinning Up, CleanRL, SB3).
     """
-    return (x - x.mean()) / (x.std() + eps)
+    d = x - x.mean()
+    return d / (np.sqrt(np.dot(d, d) / len(d)) + eps)  # the std, without a second mean pass
 
 
 def ppo_clip_loss(
@@ -51,17 +52,17 @@ def ppo_clip_loss(
     sample is unclipped and dL/dlogp = -A/n: the VPG gradient (PG.5), exactly.
     """
     n = len(logp)
-    ratio = np.exp(logp - logp_old)
-    unclipped = np.where(adv >= 0, ratio < 1 + clip_eps, ratio > 1 - clip_eps)
-    surrogate = np.where(
-        unclipped, ratio * adv, np.where(adv >= 0, 1 + clip_eps, 1 - clip_eps) * adv
-    )
-    dlogp = -np.where(unclipped, ratio * adv, 0.0) / n
-    # diagnostics (Spinning Up / CleanRL): KL estimate (r - 1) - log r >= 0, and clip fraction
     log_ratio = logp - logp_old
+    ratio = np.exp(log_ratio)
+    unclipped = np.where(adv >= 0, ratio < 1 + clip_eps, ratio > 1 - clip_eps)
+    r_adv = ratio * adv
+    # min(r A, g(eps, A)) == min(r A, clip(r, 1 - eps, 1 + eps) A): the note's rewriting
+    surrogate = np.minimum(r_adv, np.clip(ratio, 1 - clip_eps, 1 + clip_eps) * adv)
+    dlogp = -np.where(unclipped, r_adv, 0.0) / n
+    # diagnostics (Spinning Up / CleanRL): KL estimate (r - 1) - log r >= 0, and clip fraction
     info = {
         "approx_kl": float(np.mean(ratio - 1 - log_ratio)),
-        "clip_frac": float(np.mean(~unclipped)),
+        "clip_frac": 1.0 - np.count_nonzero(unclipped) / n,
     }
     return -float(surrogate.mean()), dlogp, info
 
