@@ -14,7 +14,7 @@ With Phi = "rtg-baseline" or "gae", a value net V fitted to reward-to-go supplie
 Phi = "q", an action-value net Q_w fitted to reward-to-go supplies Q_w(s_t, a_t).
 
 Hyperparameters (SimplePGConfig):
-    env_id           gymnasium id of an env with a Discrete action space.
+    env_id           gymnasium id (Discrete actions: categorical policy; Box: diagonal Gaussian).
     phi              gradient form Phi_t: return | rtg | rtg-baseline | q | gae (pgnumpy/phi.py).
     hidden           hidden layer widths of the policy MLP (the seed: [32]); critics use the same.
     activation       tanh | relu.

@@ -9,7 +9,7 @@ surrogate (PG.5); then fit V by `vf_iters` full-batch regression steps on the re
 V of the true next state (never treated as terminations); terminations are not.
 
 Hyperparameters (VPGConfig):
-    env_id           gymnasium id of an env with a Discrete action space.
+    env_id           gymnasium id (Discrete actions: categorical policy; Box: diagonal Gaussian).
     phi              gradient form: return | rtg | rtg-baseline | q | gae (pgnumpy/phi.py).
     hidden           hidden widths of the policy and the critic MLPs.
     activation       tanh | relu.
