@@ -125,3 +125,13 @@ def test_pendulum_trains_with_no_other_flags(tmp_path):
 
     ck = load_checkpoint(tmp_path / "p")
     assert "obs_norm" in ck["extra"] and ck["net/policy"].size > 0
+
+
+@pytest.mark.parametrize("algo", ["vpg", "simple_pg"])
+def test_vpg_and_simple_pg_take_continuous_actions(algo, tmp_path):
+    budget = ["--epochs", "2"] + (["--steps-per-epoch", "400"] if algo == "simple_pg" else
+                                  ["--steps-per-env", "64"])
+    assert main(["--algo", algo, "--env", "Pendulum-v1", *budget, "--out", str(tmp_path / "r"),
+                 "--quiet"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "r" / "progress.csv")))
+    assert len(rows) == 2 and all(np.isfinite(float(r["loss"])) for r in rows)
