@@ -264,6 +264,10 @@ def train(
                 break
         pi_loss, v_loss, entropy, approx_kl, clip_frac = np.mean(stats, axis=0)
         if cfg.variant == "kl":
+            # d of (PPOKL.3) is the KL the whole update moved the policy, measured after it on the
+            # whole batch; the mean over minibatch steps would start at 0 and understate it, and
+            # beta would halve towards 0 even while the steps are too large
+            approx_kl = float(old_dist.kl(policy.dist(obs)[0]).mean())
             beta = adapt_beta(beta, approx_kl, cfg.target_kl or 0.01)
         if obs_norm is not None:  # statistics move only between iterations
             obs_norm.update(batch.obs[m])
