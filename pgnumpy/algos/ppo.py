@@ -29,6 +29,8 @@ Hyperparameters (PPOConfig):
     vf_coef          value-loss coefficient.
     clip_vf          clip the value prediction's change to +-clip_eps too (CleanRL's clip_vloss).
     norm_obs         running observation normalisation (pgnumpy/normalize.py); checkpointed.
+    norm_rew         reward scaling by the running std of the discounted return (SB3's
+                     VecNormalize norm_reward; pgnumpy/normalize.py); checkpointed.
     max_grad_norm    global gradient-norm clip (None: no clip).
     target_kl        stop the epoch loop when approx KL exceeds it (None: never) / d_targ of PPO-KL.
     beta             initial KL coefficient of PPO-KL.
@@ -55,7 +57,7 @@ from pgnumpy.algos.common import (
 from pgnumpy.checkpoint import restore
 from pgnumpy.config import check_choice, check_hidden, check_int, check_range
 from pgnumpy.logger import Logger
-from pgnumpy.normalize import ObsNorm
+from pgnumpy.normalize import ObsNorm, RewScale
 from pgnumpy.objectives import (
     adapt_beta,
     clipped_value_loss,
@@ -121,6 +123,7 @@ class PPOConfig:
     vf_coef: float = 0.5
     clip_vf: bool = False
     norm_obs: bool = False
+    norm_rew: bool = False
     max_grad_norm: float | None = 0.5
     target_kl: float | None = None
     beta: float = 1.0
@@ -170,6 +173,7 @@ def train(
     vf = ValueCritic(obs_dim, cfg.hidden, cfg.activation, rng=init_rng, dtype=dtype)
     opt, vf_opt = Adam(policy.params, lr=cfg.lr), Adam(vf.params, lr=cfg.lr)
     obs_norm = ObsNorm(obs_dim) if cfg.norm_obs else None
+    rew_scale = RewScale(cfg.num_envs, cfg.gamma) if cfg.norm_rew else None
     result = TrainResult(policy, vf, obs_norm=obs_norm)
     beta = cfg.beta
     iterations = max(1, cfg.total_steps // (cfg.num_envs * cfg.steps_per_env))
@@ -184,6 +188,8 @@ def train(
         beta = resume["extra"]["beta"]
         if obs_norm is not None:
             obs_norm.load(resume["extra"]["obs_norm"])
+        if rew_scale is not None:
+            rew_scale.load(resume["extra"]["rew_scale"])
     kernels.warm_up()  # JIT compile / cache load before the clock starts
     start = time.perf_counter() - wall0
     for it in range(first, iterations):
@@ -200,9 +206,10 @@ def train(
         #    GAE advantages, and lambda-returns as value targets (CleanRL, SB3)
         val = vf(all_obs).reshape(batch.rew.shape)
         next_val = next_values(val, vf(prep(batch.last_obs)))
+        rew = batch.rew if rew_scale is None else rew_scale(batch.rew, batch.term, batch.trunc, m)
         adv_all = phi(
             "gae",
-            batch.rew,
+            rew,
             batch.term,
             batch.trunc,
             cfg.gamma,
@@ -294,7 +301,9 @@ def train(
             rngs=rngs,
             runner=runner,
             wall_s=row["wall_s"],
-            extra={"beta": beta} | ({"obs_norm": obs_norm.state()} if obs_norm else {}),
+            extra={"beta": beta}
+            | ({"obs_norm": obs_norm.state()} if obs_norm else {})
+            | ({"rew_scale": rew_scale.state()} if rew_scale else {}),
         )
         if end_epoch(
             it,
