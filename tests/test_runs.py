@@ -87,11 +87,14 @@ def test_bad_resume_targets_get_one_line_errors(tmp_path, capsys):
     (tmp_path / "trunc" / "checkpoint.npz").write_bytes(data[: len(data) // 2])
     (tmp_path / "foreign").mkdir()
     np.savez(tmp_path / "foreign" / "checkpoint.npz", x=np.arange(3))
+    (tmp_path / "older").mkdir()
+    np.savez(tmp_path / "older" / "checkpoint.npz", format=np.array("pgnumpy-checkpoint-1"))
     (tmp_path / "text").mkdir()
     (tmp_path / "text" / "checkpoint.npz").write_text("hello")
     capsys.readouterr()
     for name, msg in [("trunc", "not a readable checkpoint"),
                       ("foreign", "not a pgnumpy checkpoint"),
+                      ("older", "written by an older pgnumpy (format 1)"),
                       ("text", "not a readable checkpoint"),
                       ("missing", "no checkpoint at")]:
         assert main(["--resume", str(tmp_path / name)]) == 2
@@ -117,11 +120,13 @@ def test_a_nan_loss_stops_the_run_naming_the_epoch_and_keeps_the_last_good_check
 
     real = ppo_mod.ppo_clip_loss
     calls = {"n": 0}
+    per_iteration = ppo.PPOConfig().update_epochs * ppo.PPOConfig().minibatches
 
     def poisoned(*a, **k):
         calls["n"] += 1
         loss, g, info = real(*a, **k)
-        return (float("nan") if calls["n"] > 16 else loss), g, info  # from iteration 3 on
+        nan = calls["n"] > 2 * per_iteration  # from iteration 3 (epoch 2) on
+        return (float("nan") if nan else loss), g, info
 
     monkeypatch.setattr(ppo_mod, "ppo_clip_loss", poisoned)
     code = main([*SMALL, "--out", str(tmp_path / "r")])

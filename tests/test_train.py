@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pgnumpy.algos import ppo, simple_pg, vpg
+from pgnumpy.checkpoint import load_checkpoint
 from pgnumpy.errors import UserError
 from pgnumpy.phi import PHI_FORMS
 from pgnumpy.train import main
@@ -73,7 +74,7 @@ def test_vpg_run_writes_its_directory_and_learns(tmp_path, capsys):
         assert key in rows[0]
     first, last = float(rows[0]["ep_return_mean"]), float(rows[-1]["ep_return_mean"])
     assert first < 40 and last > 100, (first, last)
-    ckpt = np.load(out / "checkpoint.npz")
+    ckpt = load_checkpoint(out)
     assert int(ckpt["epoch"]) == 11 and ckpt["net/policy"].ndim == 1
     assert "ep_return_mean" in capsys.readouterr().out  # the progress table
 
@@ -121,8 +122,6 @@ def test_pendulum_trains_with_no_other_flags(tmp_path):
     code = main(["--env", "Pendulum-v1", "--total-steps", "4096", "--out", str(tmp_path / "p"),
                  "--quiet"])
     assert code == 0
-    from pgnumpy.checkpoint import load_checkpoint
-
     ck = load_checkpoint(tmp_path / "p")
     assert "obs_norm" in ck["extra"] and ck["net/policy"].size > 0
 

@@ -115,7 +115,7 @@ class PPOConfig:
     steps_per_env: int = 16
     total_steps: int = 200_000
     update_epochs: int = 4
-    minibatches: int = 2
+    minibatches: int = 4
     gamma: float = 0.98
     lam: float = 0.8
     clip_eps: float = 0.2
