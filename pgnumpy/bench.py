@@ -4,19 +4,22 @@
     python -m pgnumpy.bench --env Pendulum-v1 --target -250  # with its preset, 300k steps
     python -m pgnumpy.bench --algo vpg --seeds 3
 
-For each seed it trains with the CLI's defaults (and the env's preset), stopping at the target
-(default: the env's reward_threshold), and reports: seeds solved, median env steps and wall
-seconds (training only, imports excluded) at which the 100-episode mean first reached the target,
-the median final return, the training throughput (env steps per second, updates included), and,
-measured in the same process: the bare env rate (random actions) and the acting rate (policy
-forward + sampling + env step), with their ratio.
+For each seed it trains as `python -m pgnumpy.train` does (the CLI's defaults and the env's
+preset, a run directory with its checkpoint written after every epoch, here a temporary one),
+stopping at the target (default: the env's reward_threshold), and reports: seeds solved, median
+env steps and wall seconds (training only, imports excluded) at which the 100-episode mean first
+reached the target, the median final return, the training throughput (env steps per second,
+updates included), and, measured in the same process: the bare env rate (random actions) and
+the acting rate (policy forward + sampling + env step), with their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
+from pathlib import Path
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -24,7 +27,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 from pgnumpy.rollout import Runner, collect, make_env  # noqa: E402
-from pgnumpy.train import ALGOS, parse_args  # noqa: E402
+from pgnumpy.train import ALGOS, parse_args, run  # noqa: E402
 
 
 def env_rates(cfg, seconds: float = 1.0) -> tuple[float, float]:
@@ -99,12 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.total_steps is not None:
         cli += ["--total-steps", str(args.total_steps)]
     _, cfg, _ = parse_args(cli)
-    train_fn = ALGOS[args.algo][1]
 
     solved_steps, solved_wall, finals, rates = [], [], [], []
     for seed in range(args.seeds):
         _, cfg, _ = parse_args([*cli, "--seed", str(seed)])
-        r = train_fn(cfg)
+        with tempfile.TemporaryDirectory() as out:  # as the CLI runs: checkpoint every epoch
+            r = run(args.algo, cfg, Path(out), quiet=True)
         last = r.history[-1]
         finals.append(last["ep_return_mean"])
         rates.append(last["env_steps"] / last["wall_s"])
