@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -35,18 +37,25 @@ class Adam:
         self.t = 0
 
     def step(self, grad: np.ndarray) -> None:
-        """One update, (ADAM.1) -> (ADAM.2) -> (ADAM.3), in place."""
+        """One update, (ADAM.1) -> (ADAM.2) -> (ADAM.3), in place.
+
+        (ADAM.2) is folded into two scalars, the form Kingma & Ba give for efficiency: with
+        c1 = 1 - b1^t and c2 = 1 - b2^t,
+            lr m_hat / (sqrt(v_hat) + eps) = (lr sqrt(c2) / c1) m / (sqrt(v) + eps sqrt(c2)),
+        the same step without the two bias-corrected copies of m and v.
+        """
         b1, b2 = self.betas
         self.t += 1
         self.m *= b1
         self.m += (1 - b1) * grad  # (ADAM.1)
         self.v *= b2
-        self.v += (1 - b2) * grad * grad
-        m_hat = self.m / (1 - b1**self.t)  # (ADAM.2)
-        v_hat = self.v / (1 - b2**self.t)
-        self.params -= (self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(
-            self.params.dtype
-        )  # (ADAM.3)
+        self.v += (1 - b2) * np.square(grad)
+        sqrt_c2 = math.sqrt(1 - b2**self.t)  # (ADAM.2), folded; a Python float keeps float32
+        denom = np.sqrt(self.v)
+        denom += self.eps * sqrt_c2
+        step = self.m * (self.lr * sqrt_c2 / (1 - b1**self.t))
+        step /= denom
+        self.params -= step.astype(self.params.dtype, copy=False)  # (ADAM.3)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {
