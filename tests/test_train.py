@@ -33,6 +33,8 @@ from pgnumpy.train import main
         (["--algo", "dqn"], "unknown --algo 'dqn'"),
         (["--hidden", "64,x"], "expected comma-separated integers"),
         (["--lr", "nan"], "lr must be in (0, inf), got nan"),
+        (["--num-envs", "2", "--steps-per-env", "4", "--minibatches", "9"],
+         "minibatches (9) must be <= num_envs * steps_per_env (8)"),
     ],
 )
 def test_cli_user_errors_are_one_line_and_exit_nonzero(argv, message, capsys, tmp_path):

@@ -56,6 +56,7 @@ from pgnumpy.algos.common import (
 )
 from pgnumpy.checkpoint import restore
 from pgnumpy.config import check_choice, check_hidden, check_int, check_range
+from pgnumpy.errors import UserError
 from pgnumpy.logger import Logger
 from pgnumpy.normalize import ObsNorm, RewScale
 from pgnumpy.objectives import (
@@ -139,10 +140,8 @@ class PPOConfig:
         for name in ("num_envs", "steps_per_env", "total_steps", "update_epochs", "minibatches"):
             check_int(name, getattr(self, name))
         if self.minibatches > self.num_envs * self.steps_per_env:
-            raise_mb = f"minibatches ({self.minibatches}) must be <= num_envs * steps_per_env"
-            from pgnumpy.errors import UserError
-
-            raise UserError(raise_mb)
+            raise UserError(f"minibatches ({self.minibatches}) must be <= num_envs * "
+                            f"steps_per_env ({self.num_envs * self.steps_per_env})")
         check_range("gamma", self.gamma, 0, 1, lo_open=True)
         check_range("lam", self.lam, 0, 1)
         check_range("clip_eps", self.clip_eps, 0, 1, lo_open=True, hi_open=True)
