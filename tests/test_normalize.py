@@ -99,15 +99,15 @@ def test_reward_scale_state_round_trips_and_restarts_the_running_return():
 
 def test_ppo_with_reward_scaling_checkpoints_and_resumes_it(tmp_path):
     run = tmp_path / "r"
-    small = dict(env_id="Pendulum-v1", norm_rew=True, num_envs=2, steps_per_env=200,
-                 minibatches=4, update_epochs=2, seed=0)
+    small = ppo.PRESETS["Pendulum-v1"] | dict(norm_rew=True, num_envs=2, steps_per_env=200,
+                                              minibatches=4, update_epochs=2, seed=0)
     assert main(["--env", "Pendulum-v1", "--norm-rew", "--num-envs", "2", "--steps-per-env",
                  "200", "--minibatches", "4", "--update-epochs", "2", "--total-steps", "400",
                  "--out", str(run), "--quiet"]) == 0
     ck = load_checkpoint(run)
     assert ck["extra"]["rew_scale"]["count"] == 400  # 400 valid steps
-    r = ppo.train(ppo.PPOConfig(**small, total_steps=800), resume=ck)  # one more iteration
+    r = ppo.train(ppo.PPOConfig(**small | {"total_steps": 800}), resume=ck)  # one more iteration
     assert len(r.history) == 1 and r.history[0]["epoch"] == 1
     # the statistics went on from the checkpoint's: the resumed critic's targets are scaled
-    fresh = ppo.train(ppo.PPOConfig(**{**small, "norm_rew": False}, total_steps=400))
+    fresh = ppo.train(ppo.PPOConfig(**small | {"norm_rew": False, "total_steps": 400}))
     assert r.history[0]["value_loss"] < fresh.history[0]["value_loss"] / 10

@@ -63,7 +63,7 @@ def test_evaluate_prints_mean_and_std_and_writes_a_gif(runs, tmp_path, capsys):
 
 def test_untrained_policy_is_the_run_s_starting_network(tmp_path):
     r = train(PPOConfig(seed=5, total_steps=512, num_envs=8, steps_per_env=64))
-    start = build_policy({"env_id": "CartPole-v1", "seed": 5, "hidden": [64, 64],
+    start = build_policy({"env_id": "CartPole-v1", "seed": 5, "hidden": list(PPOConfig.hidden),
                           "activation": "tanh"})
     assert not np.array_equal(start.params, r.policy.params)  # it trained...
     from pgnumpy.algos.ppo import train as ppo_train

