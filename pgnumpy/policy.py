@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from pgnumpy import kernels
-from pgnumpy.distributions import Categorical, DiagGaussian
+from pgnumpy.distributions import LOG_2PI, Categorical, DiagGaussian
 from pgnumpy.nn import MLP, mlp_size
 from pgnumpy.objectives import value_loss
 
@@ -101,10 +101,20 @@ class GaussianPolicy:
         self.log_std[:] = log_std_init
 
     def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Sample a ~ pi(.|obs) (unclipped: the env wrapper clips, the log-prob is of this a)."""
-        dist = DiagGaussian(self.net(obs), self.log_std)
-        a = dist.sample(rng)
-        return a, dist.log_prob(a)
+        """Sample a = mu + sigma * eps, eps ~ N(0, I), and its log-prob (unclipped: the rollout
+        clips what the env gets; the log-prob is of this a).
+
+        At this sample z = (a - mu) / sigma is eps itself, so (GAU.1) needs no DiagGaussian and
+        no division: the acting hot path at N = 1 (MuJoCo) is mostly per-call overhead. The tests
+        check it against DiagGaussian.log_prob.
+        """
+        mean = self.net(obs)
+        eps = rng.standard_normal(mean.shape)
+        a = mean + np.exp(self.log_std) * eps
+        logp = -0.5 * np.einsum("ij,ij->i", eps, eps) - (
+            self.log_std.sum(dtype=np.float64) + 0.5 * len(self.log_std) * LOG_2PI
+        )  # (GAU.1)
+        return a, logp
 
     def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
         return self.net(obs)

@@ -156,3 +156,18 @@ def test_gaussian_policy_keeps_log_std_in_its_flat_vector():
     assert pol.params.size == pol.net.params.size + 2 and np.all(pol.log_std == -0.5)
     a, logp = pol.act(np.zeros((5, 3), np.float32), np.random.default_rng(1))
     assert a.shape == (5, 2) and logp.shape == (5,)
+
+
+def test_gaussian_act_samples_pi_with_the_log_prob_of_the_sample():
+    rng = np.random.default_rng(0)
+    pol = GaussianPolicy(3, 2, [8], rng=rng, dtype=np.float32)
+    pol.params[:] = rng.normal(0, 0.5, pol.params.shape)  # a mean far from 0, unequal sigmas
+    obs = np.tile(rng.normal(size=(1, 3)).astype(np.float32), (20_000, 1))
+    a, logp = pol.act(obs, rng)
+    dist, _ = pol.dist(obs)
+    np.testing.assert_allclose(logp, dist.log_prob(a), rtol=1e-5, atol=1e-5)  # float32 mean
+    # one state, 20k draws: the sample mean is within 5 standard errors sigma / sqrt(n) of mu,
+    # and the sample std within 5 of its standard error sigma / sqrt(2n)
+    mu, sigma, n = dist.mean[0], dist.std[0], len(a)
+    assert np.all(np.abs(a.mean(axis=0) - mu) < 5 * sigma / np.sqrt(n))
+    assert np.all(np.abs(a.std(axis=0) - sigma) < 5 * sigma / np.sqrt(2 * n))
