@@ -26,6 +26,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
+from pgnumpy import kernels  # noqa: E402
 from pgnumpy.rollout import Runner, collect, make_env  # noqa: E402
 from pgnumpy.train import ALGOS, parse_args, run  # noqa: E402
 
@@ -46,6 +47,7 @@ def env_rates(cfg, seconds: float = 1.0) -> tuple[float, float]:
     rng = np.random.default_rng(0)
     policy = make_policy(env, cfg.hidden, cfg.activation, rng=rng)
     runner = Runner.start(env, seed=0)
+    kernels.warm_up()  # load collect's numba kernel before the clock, as train does
     T = max(1, int(bare * seconds / cfg.num_envs / 3))
     t0 = time.perf_counter()
     collect(runner, lambda o: policy.act(o, rng), T=T)
