@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
             solved_wall.append(r.solved_at["wall_s"])
         s = r.solved_at
         print(f"seed {seed}: " + (f"solved at {s['env_steps']} steps, {s['wall_s']:.2f} s"
-                                  if s else f"not solved in {last['env_steps']} steps")
+                                  if s else f"not solved in {last['env_steps']} steps, "
+                                  f"{last['wall_s']:.2f} s")
               + f"; final 100-episode mean {last['ep_return_mean']:.1f}", flush=True)
     bare, acting = env_rates(cfg)
     med = (lambda x: f"{np.median(x):.0f}") if solved_steps else (lambda x: "-")
