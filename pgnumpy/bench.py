@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from pgnumpy import kernels  # noqa: E402
 from pgnumpy.rollout import Runner, collect, make_env  # noqa: E402
-from pgnumpy.train import ALGOS, parse_args, run  # noqa: E402
+from pgnumpy.train import ALGOS, _widths, parse_args, run  # noqa: E402
 
 
 def env_rates(cfg, seconds: float = 1.0) -> tuple[float, float]:
@@ -59,13 +59,13 @@ def env_rates(cfg, seconds: float = 1.0) -> tuple[float, float]:
 THREADS_CODE = """
 import json
 from pgnumpy.algos.ppo import PPOConfig, train
-walls = [train(PPOConfig(seed=s, target_return=float('inf'), total_steps=40_000)).history[-1]
-         ['wall_s'] for s in (0, 1, 2)]
+walls = [train(PPOConfig(seed=s, hidden={hidden!r}, target_return=float('inf'),
+                         total_steps=40_000)).history[-1]['wall_s'] for s in (0, 1, 2)]
 print(json.dumps(walls))
 """
 
 
-def compare_threads(repeats: int = 2) -> None:
+def compare_threads(hidden: tuple[int, ...], repeats: int = 2) -> None:
     """PPO on CartPole for 40k steps, 3 seeds, with 1 and with 2 BLAS threads, alternating, each
     in a fresh process (the thread count is fixed when numpy loads)."""
     import json
@@ -77,12 +77,13 @@ def compare_threads(repeats: int = 2) -> None:
     for _ in range(repeats):
         for n in walls:
             env = dict(os.environ, OPENBLAS_NUM_THREADS=n, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
-            out = subprocess.run([sys.executable, "-c", THREADS_CODE], env=env, check=True,
+            code = THREADS_CODE.format(hidden=tuple(hidden))
+            out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
                                  capture_output=True, text=True).stdout
             walls[n] += json.loads(out.strip().splitlines()[-1])
     for n, w in walls.items():
-        print(f"{n} BLAS thread(s): median {statistics.median(w):.2f} s over {len(w)} runs "
-              f"of 40k steps {[round(x, 2) for x in w]}")
+        print(f"{n} BLAS thread(s), hidden {tuple(hidden)}: median {statistics.median(w):.2f} s "
+              f"over {len(w)} runs of 40k steps {[round(x, 2) for x in w]}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,9 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--total-steps", type=int, default=None, help="budget per seed (ppo)")
     p.add_argument("--compare-threads", action="store_true",
                    help="only time 1 vs 2 BLAS threads (PPO, CartPole, 40k steps, 3 seeds x 2)")
+    p.add_argument("--hidden", default=None,
+                   help="with --compare-threads: layer widths, e.g. 64,64 (default: PPO's)")
     args = p.parse_args(argv)
     if args.compare_threads:
-        compare_threads()
+        from pgnumpy.algos.ppo import PPOConfig
+
+        widths = PPOConfig.hidden if args.hidden is None else _widths(args.hidden)
+        compare_threads(widths)
         return
     cli = ["--algo", args.algo, "--env", args.env]
     if args.target is not None:
