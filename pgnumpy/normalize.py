@@ -20,7 +20,9 @@ import numpy as np
 
 def merge_moments(mean, var, count: float, x: np.ndarray):
     """Merge the mean and variance of a batch x (n, ...) into running ones (Chan et al.'s
-    parallel algorithm: exact, the moments of the concatenation); return (mean, var, count)."""
+    parallel algorithm: exact, the moments of the concatenation)  (NORM.2).
+
+    Returns (mean, var, count)."""
     n, b_mean, b_var = len(x), x.mean(axis=0), x.var(axis=0)
     delta, total = b_mean - mean, count + n
     m2 = var * count + b_var * n + delta**2 * count * n / total
@@ -61,8 +63,9 @@ class RewScale:
     def __call__(
         self, rew: np.ndarray, term: np.ndarray, trunc: np.ndarray, valid: np.ndarray
     ) -> np.ndarray:
-        """Scaled rewards of a (T, N) rollout; first merges the rollout's G values (valid steps
-        only) into the statistics. A NEXT_STEP reset step has reward 0 and G already restarted."""
+        """Scaled rewards of a (T, N) rollout  (NORM.1); first merges the rollout's G values
+        (valid steps only) into the statistics. A NEXT_STEP reset step has reward 0 and G already
+        restarted."""
         G = np.empty_like(rew)
         for t in range(len(rew)):  # a loop over T of (N,)-vector operations
             self.g = self.gamma * self.g + rew[t]
