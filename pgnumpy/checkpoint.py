@@ -39,8 +39,9 @@ def save_checkpoint(
 ) -> None:
     """Write the run's state atomically. It runs after every epoch, so it is kept cheap: seven
     zip entries (every scalar and string in one JSON "meta" entry; Adam's m and v stacked),
-    assembled in memory and written with one call (19 entries cost ~1.5 ms an epoch, ~20% of a
-    CartPole run; this layout ~0.4 ms)."""
+    assembled in memory and written with one call. Measured alone on the state of a (64, 64)
+    CartPole run: 0.6 ms, against 1.0 ms for format 1's 19 entries; in the default CartPole run
+    it is ~0.65 ms an epoch, 12% of the training time."""
     meta = {
         "format": FORMAT,
         "config": config,
@@ -111,11 +112,14 @@ def load_checkpoint(path: str | Path) -> dict:
             f"{path} was written by an older pgnumpy (format 1); this version reads {FORMAT}"
             if older else f"{path} is not a pgnumpy checkpoint (expected format {FORMAT})"
         )
-    ckpt = {k: meta[k] for k in ("config", "epoch", "wall_s", "env_steps", "rngs", "extra")}
-    for name, scalars in meta["opt_scalars"].items():
-        m, v = raw.pop(f"opt/{name}")
-        ckpt |= {f"opt/{name}/m": m, f"opt/{name}/v": v, f"opt/{name}/t": scalars["t"],
-                 f"opt/{name}/lr": scalars["lr"]}
+    try:
+        ckpt = {k: meta[k] for k in ("config", "epoch", "wall_s", "env_steps", "rngs", "extra")}
+        for name, scalars in meta["opt_scalars"].items():
+            m, v = raw.pop(f"opt/{name}")
+            ckpt |= {f"opt/{name}/m": m, f"opt/{name}/v": v, f"opt/{name}/t": scalars["t"],
+                     f"opt/{name}/lr": scalars["lr"]}
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path} is not a readable checkpoint (missing or bad field {e})") from None
     return ckpt | raw
 
 

@@ -1,6 +1,7 @@
 """Runs people can trust: reproducible, resumable, interruptible, and loud about bad state."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -89,12 +90,16 @@ def test_bad_resume_targets_get_one_line_errors(tmp_path, capsys):
     np.savez(tmp_path / "foreign" / "checkpoint.npz", x=np.arange(3))
     (tmp_path / "older").mkdir()
     np.savez(tmp_path / "older" / "checkpoint.npz", format=np.array("pgnumpy-checkpoint-1"))
+    (tmp_path / "fieldless").mkdir()
+    meta = json.dumps({"format": "pgnumpy-checkpoint-2", "config": {}})  # the rest missing
+    np.savez(tmp_path / "fieldless" / "checkpoint.npz", meta=np.array(meta))
     (tmp_path / "text").mkdir()
     (tmp_path / "text" / "checkpoint.npz").write_text("hello")
     capsys.readouterr()
     for name, msg in [("trunc", "not a readable checkpoint"),
                       ("foreign", "not a pgnumpy checkpoint"),
                       ("older", "written by an older pgnumpy (format 1)"),
+                      ("fieldless", "not a readable checkpoint (missing or bad field 'epoch')"),
                       ("text", "not a readable checkpoint"),
                       ("missing", "no checkpoint at")]:
         assert main(["--resume", str(tmp_path / name)]) == 2
