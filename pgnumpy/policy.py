@@ -111,7 +111,7 @@ class GaussianPolicy:
         mean = self.net(obs)
         eps = rng.standard_normal(mean.shape)
         a = mean + np.exp(self.log_std) * eps
-        logp = -0.5 * np.einsum("ij,ij->i", eps, eps) - (
+        logp = -0.5 * np.einsum("...i,...i->...", eps, eps) - (
             self.log_std.sum(dtype=np.float64) + 0.5 * len(self.log_std) * LOG_2PI
         )  # (GAU.1)
         return a, logp
