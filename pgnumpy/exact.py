@@ -159,7 +159,8 @@ def estimator(mdp: TabularMDP, policy: CategoricalPolicy, traj: Trajectories, na
     term = np.zeros((H, K), bool)
     term[-1] = True  # the horizon ends every trajectory
     weights = phi_fn(name, traj.rew, term, np.zeros((H, K), bool), mdp.gamma, 1.0,
-                     val=val, next_val=None if val is None else np.zeros((H, K)), q_sa=q_sa)
+                     valid=np.ones((H, K), bool), val=val,
+                     next_val=None if val is None else np.zeros((H, K)), q_sa=q_sa)
     if discount_weight:
         weights = weights * mdp.gamma ** np.arange(H)[:, None]
     # the expectation through the training path: a batch of every step of every trajectory,

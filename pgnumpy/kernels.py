@@ -93,22 +93,27 @@ def reward_to_go(rew, term, trunc, next_val, gamma):
 
 
 @numba.njit(cache=True)
-def episode_return(rew, term, trunc, next_val, gamma):
-    """R(tau) at every step: the reward-to-go of the first step of the step's episode  (RET.1).
+def episode_return(rew, term, trunc, valid, next_val, gamma):
+    """R(tau) at every valid step: the reward-to-go of its episode's first step  (RET.1).
 
-    The weight of the simplest policy gradient (PG.3).
+    The weight of the simplest policy gradient (PG.3). 0 at invalid (NEXT_STEP reset) steps.
 
-    A step starts an episode if t == 0 or step t-1 ended (term or trunc). An episode that began
-    before the batch counts from the batch's first step: the dropped earlier rewards are constants
-    with respect to every later action, so their expected contribution to the gradient is zero.
+    A valid step starts an episode if it is the column's first row, or the row before it ended an
+    episode (term or trunc) or was a reset step (not valid). The reset step itself starts nothing:
+    it is no episode's step, and its reward-to-go, r = 0 plus gamma times the next episode's,
+    would hand gamma * R to the episode after it. An episode that began before the batch counts
+    from the batch's first step: the dropped earlier rewards are constants with respect to every
+    later action, so their expected contribution to the gradient is zero.
     """
     T, N = rew.shape
     rtg = reward_to_go(rew, term, trunc, next_val, gamma)
-    out = np.empty((T, N))
+    out = np.zeros((T, N))
     for i in range(N):
-        R = rtg[0, i]
+        R = 0.0
         for t in range(T):
-            if t > 0 and (term[t - 1, i] or trunc[t - 1, i]):
+            if not valid[t, i]:
+                continue
+            if t == 0 or not valid[t - 1, i] or term[t - 1, i] or trunc[t - 1, i]:
                 R = rtg[t, i]  # a new episode starts here
             out[t, i] = R
     return out
@@ -174,6 +179,6 @@ def warm_up() -> None:
     categorical_logp(z32, i64)
     categorical_logp(z32.astype(np.float64), i64)
     reward_to_go(z64, b, b, z64, 0.99)
-    episode_return(z64, b, b, z64, 0.99)
+    episode_return(z64, b, b, b, z64, 0.99)
     gae(z64, z64, z64, b, b, 0.99, 0.95)
     episode_stats(z64, b, b, b, np.zeros(1), np.zeros(1, np.int64))

@@ -61,11 +61,17 @@ def phi(
     trunc: np.ndarray,
     gamma: float,
     lam: float = 1.0,
+    *,
+    valid: np.ndarray,
     val: np.ndarray | None = None,
     next_val: np.ndarray | None = None,
     q_sa: np.ndarray | None = None,
 ) -> np.ndarray:
     """Phi_t for every step of a (T, N) rollout: the weight in (PG.4).
+
+    The rollout is (rew, term, trunc, valid) in pgnumpy's NEXT_STEP layout (pgnumpy/rollout.py):
+    valid is False at reset steps, which belong to no episode. Only R(tau) needs it (where an
+    episode starts), but every form takes it, so no caller can hand over half a layout.
 
     "rtg-baseline" subtracts a state-only baseline (BL.1); "q" weights by Q_w (QA.1).
 
@@ -76,7 +82,7 @@ def phi(
     if next_val is None:
         next_val = np.zeros(rew.shape)
     if name == "return":
-        return kernels.episode_return(rew, term, trunc, next_val, gamma)  # (RET.1)
+        return kernels.episode_return(rew, term, trunc, valid, next_val, gamma)  # (RET.1)
     if name == "rtg":
         return kernels.reward_to_go(rew, term, trunc, next_val, gamma)  # (RTG.1)
     if name == "rtg-baseline":

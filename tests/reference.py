@@ -29,12 +29,24 @@ def reward_to_go_ref(rew, term, trunc, next_val, gamma):
     return out
 
 
-def episode_return_ref(rew, term, trunc, next_val, gamma):
-    rtg = reward_to_go_ref(rew, term, trunc, next_val, gamma)
-    out = np.zeros_like(rtg)
-    for i in range(rew.shape[1]):
-        for a, b in episodes(term[:, i], trunc[:, i], rew.shape[0]):
-            out[a:b, i] = rtg[a, i]
+def episode_return_ref(rew, term, trunc, valid, next_val, gamma):
+    """R(tau) from its definition, episode by episode: list each column's valid steps, split them
+    after every episode end, and give each step of an episode k_0 < ... < k_{L-1} the explicit sum
+        R = sum_j gamma^j rew[k_j]  +  gamma^L next_val[k_{L-1}]   (the bootstrap: not after a
+    termination). Reset steps (valid False) belong to no episode and get 0."""
+    T, N = rew.shape
+    out = np.zeros((T, N))
+    for i in range(N):
+        episode = []
+        for t in np.flatnonzero(valid[:, i]):
+            episode.append(t)
+            if term[t, i] or trunc[t, i] or t == np.flatnonzero(valid[:, i])[-1]:
+                k = np.array(episode)
+                R = sum(gamma**j * float(rew[kj, i]) for j, kj in enumerate(k))
+                if not term[k[-1], i]:
+                    R += gamma ** len(k) * next_val[k[-1], i]
+                out[k, i] = R
+                episode = []
     return out
 
 

@@ -215,7 +215,7 @@ def test_monte_carlo_on_the_training_path_is_within_four_standard_errors():
              ("q", {"q_sa": Q[t_in.clip(max=mdp.H - 1), s, batch.act]},
               {"q_sa": Q[t_exact, traj.states, traj.actions]})]
     for name, kw_batch, kw_exact in forms:
-        w = phi(name, batch.rew, batch.term, batch.trunc, 1.0, **kw_batch)[m]
+        w = phi(name, batch.rew, batch.term, batch.trunc, 1.0, valid=m, **kw_batch)[m]
         dist, cache = pol.dist(batch.obs[m])
         _, dlogp = pg_loss(dist.log_prob(batch.act[m]), w)
         g_hat = -len(w) * pol.backward(cache, dist, batch.act[m], dlogp) / episodes

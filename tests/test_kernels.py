@@ -21,7 +21,9 @@ TOL = dict(rtol=1e-12, atol=1e-12)
 
 @st.composite
 def rollouts(draw):
-    """(T, N) rewards, values and episode ends; term and trunc never both True at one step."""
+    """(T, N) rollouts in pgnumpy's NEXT_STEP layout (pgnumpy/rollout.py): the row after every
+    episode end is a reset step (valid False, reward 0, no end), and so, sometimes, is row 0 (the
+    previous rollout ended an episode on its last step). term and trunc never both True."""
     T, N = draw(st.integers(1, 12)), draw(st.integers(1, 4))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     floats = st.floats(-10, 10, width=32)
@@ -29,14 +31,20 @@ def rollouts(draw):
     val = draw(hnp.arrays(np.float64, (T, N), elements=floats))
     next_val = draw(hnp.arrays(np.float64, (T, N), elements=floats))
     end = draw(hnp.arrays(np.int8, (T, N), elements=st.sampled_from([0, 0, 0, 1, 2])))
+    reset_first = draw(hnp.arrays(bool, N))
+    valid = np.ones((T, N), bool)
+    for t in range(T):
+        reset = reset_first if t == 0 else (end[t - 1] > 0)
+        valid[t], end[t] = ~reset, np.where(reset, 0, end[t])
+    rew[~valid] = 0
     gamma = draw(st.floats(0.01, 1.0))
     lam = draw(st.floats(0.0, 1.0))
-    return rew, val, next_val, end == 1, end == 2, gamma, lam
+    return rew, val, next_val, end == 1, end == 2, gamma, lam, valid
 
 
 @given(rollouts())
 def test_reward_to_go_matches_reference(r):
-    rew, _, next_val, term, trunc, gamma, _ = r
+    rew, _, next_val, term, trunc, gamma, _, _ = r
     np.testing.assert_allclose(
         kernels.reward_to_go(rew, term, trunc, next_val, gamma),
         reward_to_go_ref(rew, term, trunc, next_val, gamma), **TOL)
@@ -44,15 +52,30 @@ def test_reward_to_go_matches_reference(r):
 
 @given(rollouts())
 def test_episode_return_matches_reference(r):
-    rew, _, next_val, term, trunc, gamma, _ = r
+    rew, _, next_val, term, trunc, gamma, _, valid = r
     np.testing.assert_allclose(
-        kernels.episode_return(rew, term, trunc, next_val, gamma),
-        episode_return_ref(rew, term, trunc, next_val, gamma), **TOL)
+        kernels.episode_return(rew, term, trunc, valid, next_val, gamma),
+        episode_return_ref(rew, term, trunc, valid, next_val, gamma), **TOL)
+
+
+def test_episode_return_after_a_reset_step_is_the_episodes_return():
+    """The bug of issue 10: the backward sum flowed through the reset step, so every episode that
+    started after one got gamma * R(tau). One column, gamma = 0.5: rows 0 | reset | 2, 3 | reset.
+    The reference rows are not reset steps: their R is the episode's own."""
+    rew = np.array([[1.0], [0.0], [1.0], [1.0], [0.0]])
+    term = np.array([[1], [0], [0], [1], [0]], bool)
+    valid = np.array([[1], [0], [1], [1], [0]], bool)
+    no = np.zeros_like(term)
+    R = kernels.episode_return(rew, term, no, valid, np.zeros((5, 1)), 0.5)
+    np.testing.assert_allclose(R[:, 0], [1.0, 0.0, 1.5, 1.5, 0.0])
+    # row 0 a reset step too (the previous rollout ended an episode on its last step)
+    R = kernels.episode_return(rew[1:], term[1:], no[1:], valid[1:], np.zeros((4, 1)), 0.5)
+    np.testing.assert_allclose(R[:, 0], [0.0, 1.5, 1.5, 0.0])
 
 
 @given(rollouts())
 def test_gae_matches_reference(r):
-    rew, val, next_val, term, trunc, gamma, lam = r
+    rew, val, next_val, term, trunc, gamma, lam, valid = r
     np.testing.assert_allclose(
         kernels.gae(rew, val, next_val, term, trunc, gamma, lam),
         gae_ref(rew, val, next_val, term, trunc, gamma, lam), **TOL)
@@ -60,7 +83,7 @@ def test_gae_matches_reference(r):
 
 @given(rollouts())
 def test_gae_lambda_one_is_rtg_minus_v_and_lambda_zero_is_td_residual(r):
-    rew, val, next_val, term, trunc, gamma, _ = r
+    rew, val, next_val, term, trunc, gamma, _, _ = r
     # the telescoping behind lambda = 1 needs the rollout layout's consistency: inside an
     # episode, next_val[t] is val[t + 1] (rollout.py); only ends and the cut carry their own
     inside = ~(term | trunc)[:-1]
@@ -74,7 +97,7 @@ def test_gae_lambda_one_is_rtg_minus_v_and_lambda_zero_is_td_residual(r):
 
 @given(rollouts())
 def test_termination_ignores_next_val_and_truncation_bootstraps_it(r):
-    rew, val, next_val, term, trunc, gamma, lam = r
+    rew, val, next_val, term, trunc, gamma, lam, valid = r
     bumped = next_val.copy()
     bumped[term] += 100.0
     for f in (lambda nv: kernels.reward_to_go(rew, term, trunc, nv, gamma),
@@ -91,13 +114,13 @@ def test_termination_ignores_next_val_and_truncation_bootstraps_it(r):
 
 @given(rollouts())
 def test_nothing_flows_backward_across_an_episode_end(r):
-    rew, val, next_val, term, trunc, gamma, lam = r
+    rew, val, next_val, term, trunc, gamma, lam, valid = r
     done = term | trunc
     for t, i in np.argwhere(done[:-1]):
         later = rew.copy()
         later[t + 1 :, i] += 7.0
         for f in (lambda x: kernels.reward_to_go(x, term, trunc, next_val, gamma),
-                  lambda x: kernels.episode_return(x, term, trunc, next_val, gamma),
+                  lambda x: kernels.episode_return(x, term, trunc, valid, next_val, gamma),
                   lambda x: kernels.gae(x, val, next_val, term, trunc, gamma, lam)):
             np.testing.assert_array_equal(f(rew)[: t + 1, i], f(later)[: t + 1, i])
 
@@ -115,7 +138,7 @@ def test_explicit_edge_cases():
     np.testing.assert_allclose(rtg[:, 1], [1, 2 + g * (3 + g * 10), 3 + g * 10])
     np.testing.assert_allclose(rtg[:, 2], [1 + g * 2 + g**2 * 3 + g**3 * 10,
                                            2 + g * 3 + g**2 * 10, 3 + g * 10])
-    R = kernels.episode_return(rew, term, trunc, nv, g)
+    R = kernels.episode_return(rew, term, trunc, np.ones((3, 3), bool), nv, g)
     np.testing.assert_allclose(R[:, 1], [1, rtg[1, 1], rtg[1, 1]])
     np.testing.assert_allclose(R[:, 2], [rtg[0, 2]] * 3)
 
@@ -160,7 +183,7 @@ def test_categorical_sample_frequencies_and_extreme_logits():
 
 @given(rollouts(), st.integers(0, 2**16))
 def test_episode_stats_matches_reference(r, seed):
-    rew, _, _, term, trunc, _, _ = r
+    rew, _, _, term, trunc, _, _, _ = r
     rng = np.random.default_rng(seed)
     valid = rng.random(rew.shape) < 0.8
     carry_ret, carry_len = rng.normal(size=rew.shape[1]), rng.integers(0, 5, rew.shape[1])

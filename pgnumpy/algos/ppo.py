@@ -219,6 +219,7 @@ def train(
             batch.trunc,
             cfg.gamma,
             cfg.lam,
+            valid=m,
             val=val,
             next_val=next_val,
         )  # (GAE.2)

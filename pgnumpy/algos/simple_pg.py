@@ -155,6 +155,7 @@ def train(
             batch.trunc,
             cfg.gamma,
             cfg.lam,
+            valid=m,
             val=val,
             next_val=next_val,
             q_sa=_unmask(q_sa, m),
@@ -170,7 +171,7 @@ def train(
         # 4. fit the critic, if any, to reward-to-go (no bootstrap, as above)
         value_loss = float("nan")
         if critic is not None:
-            rtg = phi("rtg", batch.rew, batch.term, batch.trunc, cfg.gamma)[m]
+            rtg = phi("rtg", batch.rew, batch.term, batch.trunc, cfg.gamma, valid=m)[m]
             data = (obs, rtg) if isinstance(critic, ValueCritic) else (obs, act, rtg)
             value_loss = fit_critic(critic, vf_opt, cfg.vf_iters, *data)
 

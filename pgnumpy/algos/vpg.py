@@ -154,6 +154,7 @@ def train(
             batch.trunc,
             cfg.gamma,
             cfg.lam,
+            valid=m,
             val=val,
             next_val=next_val,
             q_sa=q_sa,
@@ -174,7 +175,8 @@ def train(
         opt.step(grad)
 
         # 4. regress V (and Q) on the bootstrapped reward-to-go (VAL.1)
-        rtg = phi("rtg", batch.rew, batch.term, batch.trunc, cfg.gamma, next_val=next_val)[m]
+        rtg = phi("rtg", batch.rew, batch.term, batch.trunc, cfg.gamma, valid=m,
+                  next_val=next_val)[m]
         value_loss = fit_critic(vf, vf_opt, cfg.vf_iters, obs, rtg)
         if qf is not None:
             fit_critic(qf, qf_opt, cfg.vf_iters, obs, act, rtg)
