@@ -88,19 +88,23 @@ def state_distributions(mdp: TabularMDP, pi: np.ndarray) -> np.ndarray:
     return d
 
 
-def exact_grad(mdp: TabularMDP, policy: CategoricalPolicy) -> np.ndarray:
+def exact_grad(mdp: TabularMDP, policy: CategoricalPolicy,
+               visit_discount: float | None = None) -> np.ndarray:
     """grad J by the policy-gradient theorem (PG.1), exactly:
 
         grad J = sum_t gamma^t sum_s d_t(s) sum_a pi(a|s) Q_t(s, a) grad log pi(a|s),
 
     computed as one weighted backward over every (t, s, a) through the package's own policy.
+    visit_discount replaces the gamma^t in front: 1.0 gives g_1 (RTG.4), the direction the forms
+    that drop gamma^t (rtg, rtg - b, Q, A) estimate; None keeps gamma (grad J).
     """
     pi = probs(policy, mdp.S)
     _, Q = exact_values(mdp, pi)
     d = state_distributions(mdp, pi)
     t, s, a = (x.ravel() for x in np.meshgrid(np.arange(mdp.H), np.arange(mdp.S),
                                               np.arange(mdp.A), indexing="ij"))
-    w = mdp.gamma**t * d[t, s] * pi[s, a] * Q[t, s, a]
+    c = mdp.gamma if visit_discount is None else visit_discount
+    w = c**t * d[t, s] * pi[s, a] * Q[t, s, a]
     dist, cache = policy.dist(np.eye(mdp.S)[s])
     return policy.backward(cache, dist, a, w)
 
@@ -147,22 +151,19 @@ def trajectory_logp_grad(G: np.ndarray, traj: Trajectories) -> np.ndarray:
 
 
 def estimator(mdp: TabularMDP, policy: CategoricalPolicy, traj: Trajectories, name: str,
-              val: np.ndarray | None = None, q_sa: np.ndarray | None = None,
-              discount_weight: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Per-trajectory estimate g(tau) = sum_t gamma^t Phi_t grad log pi(a_t|s_t), (K, n), and its
-    exact expectation sum_tau P(tau) g(tau), through the training path (EX.3): Phi from
-    `phi.phi`, dlogp from `pg_loss`, the gradient from `CategoricalPolicy.backward`.
-
-    discount_weight: multiply Phi_t by gamma^t, as the discounted objective requires; False is
-    what practical implementations do (biased when gamma < 1)."""
+              val: np.ndarray | None = None,
+              q_sa: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-trajectory estimate g(tau) = sum_t Phi_t grad log pi(a_t|s_t), (K, n), and its exact
+    expectation sum_tau P(tau) g(tau), through the training path (EX.3): Phi from `phi.phi`,
+    dlogp from `pg_loss`, the gradient from `CategoricalPolicy.backward`. Phi is exactly what
+    training computes, no factor added: R(tau) is unbiased for grad J, the forms that drop
+    gamma^t for g_1 (`exact_grad(..., visit_discount=1.0)`, RTG.4); equal at gamma = 1."""
     H, K = traj.rew.shape
     term = np.zeros((H, K), bool)
     term[-1] = True  # the horizon ends every trajectory
     weights = phi_fn(name, traj.rew, term, np.zeros((H, K), bool), mdp.gamma, 1.0,
                      valid=np.ones((H, K), bool), val=val,
                      next_val=None if val is None else np.zeros((H, K)), q_sa=q_sa)
-    if discount_weight:
-        weights = weights * mdp.gamma ** np.arange(H)[:, None]
     # the expectation through the training path: a batch of every step of every trajectory,
     # each weighted by its trajectory's probability; pg_loss's -1/n undone by -n
     flat_s, flat_a = traj.states.ravel(), traj.actions.ravel()
@@ -182,22 +183,23 @@ def exact_variance(per_traj: np.ndarray, prob: np.ndarray, grad: np.ndarray) -> 
 
 
 def variances(mdp: TabularMDP, policy: CategoricalPolicy) -> dict[str, float]:
-    """Exact tr Cov of each estimator on one MDP (EX.4), Phi forms with their unbiased weights."""
+    """Exact tr Cov of each estimator on one MDP (EX.4), around grad J (meant for gamma = 1, where
+    every form is unbiased for it)."""
     pi = probs(policy, mdp.S)
     traj = enumerate_trajectories(mdp, pi)
     grad = exact_grad(mdp, policy)
     V, Q = exact_values(mdp, pi)
     t, s, a = np.arange(mdp.H)[:, None], traj.states, traj.actions
     forms = {
-        "R(tau)": ("return", {}, False),
-        "reward-to-go": ("rtg", {}, True),
-        "rtg - V": ("rtg-baseline", {"val": V[t, s]}, True),
-        "Q": ("q", {"q_sa": Q[t, s, a]}, True),
-        "A = Q - V": ("q", {"q_sa": Q[t, s, a] - V[t, s]}, True),
+        "R(tau)": ("return", {}),
+        "reward-to-go": ("rtg", {}),
+        "rtg - V": ("rtg-baseline", {"val": V[t, s]}),
+        "Q": ("q", {"q_sa": Q[t, s, a]}),
+        "A = Q - V": ("q", {"q_sa": Q[t, s, a] - V[t, s]}),
     }
     out = {}
-    for label, (name, kw, dw) in forms.items():
-        per_traj, _ = estimator(mdp, policy, traj, name, discount_weight=dw, **kw)
+    for label, (name, kw) in forms.items():
+        per_traj, _ = estimator(mdp, policy, traj, name, **kw)
         out[label] = exact_variance(per_traj, traj.prob, grad)
     return out
 

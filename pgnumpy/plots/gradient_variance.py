@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     t, s, a = np.arange(mdp.H)[:, None], traj.states, traj.actions
     B = rng.normal(0, 2, (mdp.S, mdp.A))
     forms = {
-        "R(tau)": ("return", {}, False),
-        "reward-to-go": ("rtg", {}, True),
-        "rtg - V": ("rtg-baseline", {"val": V[t, s]}, True),
-        "A = Q - V": ("q", {"q_sa": Q[t, s, a] - V[t, s]}, True),
-        "rtg - b(s, a)  (biased)": ("rtg-baseline", {"val": B[s, a]}, True),
+        "R(tau)": ("return", {}),
+        "reward-to-go": ("rtg", {}),
+        "rtg - V": ("rtg-baseline", {"val": V[t, s]}),
+        "A = Q - V": ("q", {"q_sa": Q[t, s, a] - V[t, s]}),
+        "rtg - b(s, a)  (biased)": ("rtg-baseline", {"val": B[s, a]}),
     }
     sizes = 2 ** np.arange(0, 11)
     repeats = 300
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"MDP: S={mdp.S} A={mdp.A} H={mdp.H}, {len(traj.prob)} trajectories, "
           f"||grad J||^2 = {grad @ grad:.4g}")
     print(f"{'Phi form':26s} {'tr Cov (exact)':>15s} {'bias^2':>10s}")
-    for label, (name, kw, dw) in forms.items():
-        per_traj, mean = estimator(mdp, pol, traj, name, discount_weight=dw, **kw)
+    for label, (name, kw) in forms.items():
+        per_traj, mean = estimator(mdp, pol, traj, name, **kw)
         var = exact_variance(per_traj, traj.prob, mean)  # around its own mean
         bias2 = float((mean - grad) @ (mean - grad))
         print(f"{label:26s} {var:15.4g} {bias2:10.3g}")
