@@ -2,24 +2,25 @@
 
     grad J = E_tau[ sum_t grad log pi(a_t|s_t) Phi_t ]                                   (PG.4)
 
-| name           | Phi_t                                  | unbiased for grad J? | critic |
-|----------------|----------------------------------------|----------------------|--------|
-| "return"       | R(tau), the whole episode's return     | yes (PG.3)           | -      |
-| "rtg"          | sum_{k>=t} gamma^(k-t) r_k             | yes (RTG.2)          | -      |
-| "rtg-baseline" | rtg_t - V(s_t)                         | yes, any b(s_t) (BL.1)| V     |
-| "q"            | Q_w(s_t, a_t)                          | only if Q_w = Q^pi (QA.1) | Q |
-| "gae"          | GAE(gamma, lambda) advantage           | if V = V^pi or lambda = 1 (GAE.3) | V |
+| name           | Phi_t                            | E[batch sum] (RTG.3-4)          | critic |
+|----------------|----------------------------------|---------------------------------|--------|
+| "return"       | R(tau), from its episode's start | grad J_gamma (PG.3)             | -      |
+| "rtg"          | sum_{k>=t} gamma^(k-t) r_k       | g_1 (RTG.4)                     | -      |
+| "rtg-baseline" | rtg_t - V(s_t)                   | g_1, any b(s_t) (BL.1)          | V      |
+| "q"            | Q_w(s_t, a_t)                    | g_1 if Q_w = Q^pi (QA.1)        | Q      |
+| "gae"          | GAE(gamma, lambda) advantage     | g_1 if V = V^pi or lam = 1      | V      |
 
-(With gamma < 1 the practical forms drop the gamma^t in front of Phi_t that the discounted
-objective would have; every implementation does this, and it is a bias toward the undiscounted
-average; see derivations/03-reward-to-go.md.)
+g_1 is the policy-gradient sum with every state visit counted once instead of gamma^t times: the
+forms other than R(tau) drop the gamma^t in front of Phi_t, as every implementation does; at
+gamma = 1, g_1 = grad J (derivations/03-reward-to-go.md, tests/test_exact_layout.py). Each
+bootstrap (truncations, the cut) must be V of the true next state for these to hold exactly.
 
 Ends of episodes, where every form agrees:
 - termination: nothing after it; no bootstrap (the value of a terminal state is 0).
 - time-limit truncation and the rollout's cut: with a critic V, bootstrap with V of the true next
   state (next_val); without one (simple_pg with "return" or "rtg"), the rollout finishes every
   episode (the seed's loop), and a time-limit truncation ends the episode: the objective is then
-  the return of the capped episode, for which R(tau) and rtg stay exactly unbiased.
+  the return of the capped episode: R(tau) is exactly unbiased for its gradient, rtg for its g_1.
 """
 
 from __future__ import annotations
