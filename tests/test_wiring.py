@@ -285,16 +285,21 @@ def test_ppo_with_normalised_observations_feeds_both_networks_the_frozen_statist
     statistics are fitted on raw observations of valid rows only (not reset rows)."""
     critics = registry(monkeypatch, ppo, "ValueCritic")
     norms = registry(monkeypatch, ppo, "ObsNorm")
+    policies = []
+    real_make = ppo.make_policy
+    monkeypatch.setattr(ppo, "make_policy",
+                        lambda *a, **k: policies.append(real_make(*a, **k)) or policies[-1])
     snap = lambda *a, **k: (norms[0].mean.copy(), norms[0].var.copy(),  # noqa: E731
                             critics[0].params.copy())
     phis = spy(monkeypatch, ppo, "phi", before=snap)
-    batches = spy(monkeypatch, ppo, "collect")
+    batches = spy(monkeypatch, ppo, "collect", before=lambda *a, **k: policies[0].params.copy())
     cfg = ppo.PPOConfig(env_id="Pendulum-v1", norm_obs=True, num_envs=2, steps_per_env=100,
                         total_steps=600, hidden=(8,), target_return=float("inf"))
     res = ppo.train(cfg)
     raw = []  # valid raw observations of the iterations so far
     vf = critics[0]
-    for (_, _, b, _), (_, kw, _, (mean, var, vparams)) in zip(batches, phis, strict=True):
+    pol = policies[0]
+    for (_, _, b, pparams), (_, kw, _, (mean, var, vparams)) in zip(batches, phis, strict=True):
         if raw:  # the batch moments are taken in the obs dtype, float32: ~1e-7 relative
             x = np.concatenate(raw).astype(np.float64)
             np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-6, atol=1e-7)
@@ -309,6 +314,12 @@ def test_ppo_with_normalised_observations_feeds_both_networks_the_frozen_statist
         np.testing.assert_allclose(kw["val"].ravel(), vf(norm(b.obs.reshape(-1, 3))), rtol=1e-6)
         np.testing.assert_allclose(kw["next_val"][-1], vf(norm(b.last_obs)), rtol=1e-6)
         vf.params[:] = live
+        live = pol.params.copy()
+        pol.params[:] = pparams  # the policy that acted: its log-prob at the normalised obs
+        dist, _ = pol.dist(norm(b.obs.reshape(-1, 3)))
+        np.testing.assert_allclose(b.logp.ravel(), dist.log_prob(b.act.reshape(-1, 1)),
+                                   rtol=1e-5, atol=1e-5)
+        pol.params[:] = live
         raw.append(b.obs[b.valid])
     x = np.concatenate(raw).astype(np.float64)
     np.testing.assert_allclose(res.obs_norm.mean, x.mean(axis=0), rtol=1e-6, atol=1e-7)
@@ -385,6 +396,88 @@ def test_ppo_annealed_lr_and_the_global_grad_clip_over_both_networks(monkeypatch
         np.testing.assert_allclose(g_pi, raw_pi[k] * f, rtol=1e-5, atol=1e-9)
         np.testing.assert_allclose(g_v, raw_v[k] * f, rtol=1e-5, atol=1e-9)
     assert clipped > 0  # the clip was active, so the check above says something
+
+
+def test_ppo_coefficients_reach_the_backward_passes_and_beta_follows_the_measured_kl(monkeypatch):
+    """ent_coef reaches the policy backward as dL/dH = -ent_coef / minibatch size; the critic's
+    backward gets vf_coef * dL/dv of value_loss; PPO-KL's loss gets KL(pi_old || pi) of the
+    minibatch, and the next iteration's beta is adapt_beta(beta, KL of the whole batch after the
+    update, target_kl), with that KL computed here from the recorded batch and policies."""
+    from pgnumpy.objectives import adapt_beta
+
+    policies, dents = [], []
+    real_make = ppo.make_policy
+
+    def make_policy(*a, **k):
+        pol = real_make(*a, **k)
+        real_backward = pol.backward
+
+        def backward(cache, dist, act, dlogp, dent=0.0, dkl=None, old=None):
+            dents.append((dent, len(act), pol.params.copy()))
+            return real_backward(cache, dist, act, dlogp, dent=dent, dkl=dkl, old=old)
+
+        pol.backward = backward
+        policies.append(pol)
+        return pol
+
+    monkeypatch.setattr(ppo, "make_policy", make_policy)
+    critics = registry(monkeypatch, ppo, "ValueCritic")
+    vlosses = spy(monkeypatch, ppo, "value_loss")
+    dvs = []
+    real_collect = ppo.collect
+
+    def collect(*a, **k):  # wrap the critic's backward once it exists; snapshot the policy
+        net = critics[0].net
+        if not hasattr(net, "_wrapped"):
+            real_backward = net.backward
+            net.backward = lambda cache, d: dvs.append(d.copy()) or real_backward(cache, d)
+            net._wrapped = True
+        b = real_collect(*a, **k)
+        batches.append((b, policies[0].params.copy()))
+        return b
+
+    batches = []
+    monkeypatch.setattr(ppo, "collect", collect)
+    kls = spy(monkeypatch, ppo, "ppo_kl_loss")
+    cfg = ppo.PPOConfig(variant="kl", ent_coef=0.01, vf_coef=0.7, target_kl=0.002, num_envs=4,
+                        steps_per_env=32, total_steps=4 * 32 * 3, update_epochs=2, minibatches=2,
+                        hidden=(8,), target_return=float("inf"))
+    res = ppo.train(cfg)
+    assert len(dents) == len(vlosses) == len(dvs) == len(kls) == 3 * 2 * 2
+    for (dent, n, _), (_, _, (_, dv), _), d in zip(dents, vlosses, dvs, strict=True):
+        assert dent == -0.01 / n
+        np.testing.assert_allclose(d[:, 0], 0.7 * dv, rtol=1e-6)
+    pol, beta, final = policies[0], cfg.beta, res.policy.params.copy()
+    # iteration 0's minibatches, from a replay of mb_rng (the seed's third spawn): the KL the loss
+    # gets is KL(pi at the iteration's start || pi at this step) on the minibatch's observations
+    b, theta_old = batches[0]
+    obs = b.obs[b.valid]
+    mb_rng, n = np.random.default_rng(cfg.seed).spawn(3)[2], len(obs)
+    idxs = [perm[lo: lo + n // 2] for perm in (mb_rng.permutation(n) for _ in range(2))
+            for lo in (0, n // 2)]
+    live = pol.params.copy()
+    for (args, *_), (_, _, theta), idx in zip(kls[:4], dents[:4], idxs, strict=True):
+        pol.params[:] = theta_old
+        old = pol.dist(obs[idx])[0]
+        pol.params[:] = theta
+        np.testing.assert_allclose(args[3], old.kl(pol.dist(obs[idx])[0]), rtol=1e-6, atol=1e-9)
+    pol.params[:] = live
+    assert np.all(kls[0][0][3] == 0) and np.any(kls[3][0][3] > 0)
+    for it in range(3):
+        b, theta_old = batches[it]
+        theta_new = batches[it + 1][1] if it + 1 < 3 else final
+        obs, live = b.obs[b.valid], pol.params.copy()
+        pol.params[:] = theta_old
+        old = pol.dist(obs)[0]
+        pol.params[:] = theta_new
+        kl = float(old.kl(pol.dist(obs)[0]).mean())
+        pol.params[:] = live
+        assert all(args[4] == beta for args, *_ in kls[it * 4:(it + 1) * 4])
+        # the KL adapt_beta gets (logged as approx_kl): the whole batch's, after the update
+        assert res.history[it]["approx_kl"] == pytest.approx(kl, rel=1e-5)
+        beta = adapt_beta(beta, kl, 0.002)
+        assert res.history[it]["beta"] == pytest.approx(beta, rel=1e-12)
+    assert len({r["beta"] for r in res.history}) > 1  # beta moved: the chain is exercised
 
 
 def test_vpg_clips_the_policy_gradient_only(monkeypatch):
