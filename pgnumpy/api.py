@@ -22,6 +22,7 @@ from pgnumpy.errors import UserError
 from pgnumpy.logger import Logger
 from pgnumpy.normalize import ObsNorm
 from pgnumpy.policy import CategoricalPolicy, GaussianPolicy
+from pgnumpy.rollout import check_run_env, env_spec
 
 
 def train(config, out: str | Path | None = None, quiet: bool = True) -> TrainResult:
@@ -52,7 +53,16 @@ class Agent:
         deterministic: the most probable action / the Gaussian's mean (as SB3's predict); else a
         sample from pi(.|obs). Box actions are clipped to the bounds, as in training rollouts.
         """
-        obs = np.asarray(obs, dtype=np.float64)
+        dim = self.policy.net.sizes[0]
+        try:
+            obs = np.asarray(obs, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise UserError(f"observation must be numbers, got {type(obs).__name__}") from None
+        if obs.ndim not in (1, 2) or obs.shape[-1] != dim:
+            raise UserError(f"observation of shape {obs.shape} does not fit the policy: expected "
+                            f"({dim},) or a batch (n, {dim})")
+        if not np.isfinite(obs).all():
+            raise UserError("observation holds NaN or inf; the policy needs finite numbers")
         single = obs.ndim == 1
         batch = obs[None] if single else obs
         if self.obs_norm is not None:
@@ -69,7 +79,11 @@ class Agent:
 
 
 def _spaces(env_id: str):
-    env = gym.make(env_id)
+    env_spec(env_id)  # an unknown id or a failing module import: one line
+    try:
+        env = gym.make(env_id)
+    except Exception as e:
+        raise UserError(f"env {env_id!r} could not be created: {type(e).__name__}: {e}") from None
     spaces = env.observation_space, env.action_space
     env.close()
     return spaces
@@ -86,12 +100,24 @@ def build_policy(config: dict, seed: int | None = None):
                              config["activation"], rng=init_rng, dtype=np.float32)
 
 
-def load(run_dir: str | Path) -> Agent:
-    """Load the policy of the last completed epoch of a run directory."""
+def load(run_dir: str | Path, import_module: str | None = None) -> Agent:
+    """Load the policy of the last completed epoch of a run directory.
+
+    Nothing the run directory names is imported: a run trained on a `module:EnvId` env needs
+    `import_module="module"`, the user's word that the module may be imported."""
+    from pgnumpy.train import check_config_json
+
     ckpt = load_checkpoint(run_dir)
-    policy = build_policy(ckpt["config"])
+    config = ckpt["config"]
+    if not isinstance(config, dict) or not isinstance(config.get("env_id"), str):
+        raise UserError(f"checkpoint in {run_dir} holds no env id in its config")
+    check_config_json(Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent, config)
+    check_run_env(config["env_id"], import_module, str(run_dir))
+    policy = build_policy(config)
     if ckpt["net/policy"].shape != policy.params.shape:
         raise UserError(f"checkpoint in {run_dir} does not match its config's network")
+    if not np.isfinite(ckpt["net/policy"]).all():
+        raise UserError(f"checkpoint in {run_dir} holds NaN or inf policy parameters")
     policy.params[:] = ckpt["net/policy"]
     obs_norm = None
     if "obs_norm" in ckpt["extra"]:

@@ -15,11 +15,16 @@ the acting rate (policy forward + sampling + env step), with their ratio.
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+from pgnumpy import cli
+
+if __name__ == "__main__":
+    cli.guard_startup()
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -27,6 +32,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 from pgnumpy import kernels  # noqa: E402
+from pgnumpy.errors import UserError  # noqa: E402
 from pgnumpy.rollout import Runner, collect, make_env  # noqa: E402
 from pgnumpy.train import ALGOS, _widths, parse_args, run  # noqa: E402
 
@@ -71,7 +77,6 @@ def compare_threads(hidden: tuple[int, ...], repeats: int = 2) -> None:
     import json
     import statistics
     import subprocess
-    import sys
 
     walls: dict[str, list[float]] = {"1": [], "2": []}
     for _ in range(repeats):
@@ -86,8 +91,8 @@ def compare_threads(hidden: tuple[int, ...], repeats: int = 2) -> None:
               f"over {len(w)} runs of 40k steps {[round(x, 2) for x in w]}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m pgnumpy.bench", description=__doc__.splitlines()[0])
+def _main(argv: list[str] | None) -> int:
+    p = cli.ArgumentParser(prog="python -m pgnumpy.bench", description=__doc__.splitlines()[0])
     p.add_argument("--algo", default="ppo", choices=list(ALGOS))
     p.add_argument("--env", default="CartPole-v1")
     p.add_argument("--seeds", type=int, default=5)
@@ -98,22 +103,34 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hidden", default=None,
                    help="with --compare-threads: layer widths, e.g. 64,64 (default: PPO's)")
     args = p.parse_args(argv)
+    given = [f for f, d in (("--algo", "ppo"), ("--env", "CartPole-v1"), ("--seeds", 5),
+                            ("--target", None), ("--total-steps", None))
+             if getattr(args, f[2:].replace("-", "_")) != d]
     if args.compare_threads:
+        if given:  # compare_threads has its own fixed protocol: refuse flags it would ignore
+            raise UserError(f"--compare-threads times a fixed PPO CartPole run; drop "
+                            f"{' '.join(given)}")
         from pgnumpy.algos.ppo import PPOConfig
 
         widths = PPOConfig.hidden if args.hidden is None else _widths(args.hidden)
         compare_threads(widths)
-        return
-    cli = ["--algo", args.algo, "--env", args.env]
+        return 0
+    if args.hidden is not None:
+        raise UserError("--hidden goes with --compare-threads; for a benchmark run, the preset's "
+                        "widths are used")
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    flags = ["--algo", args.algo, "--env", args.env]
     if args.target is not None:
-        cli += ["--target-return", str(args.target)]
+        flags += ["--target-return", str(args.target)]
     if args.total_steps is not None:
-        cli += ["--total-steps", str(args.total_steps)]
-    _, cfg, _ = parse_args(cli)
+        flags += ["--total-steps", str(args.total_steps)]
+    _, cfg, _ = parse_args(flags)
+    make_env(cfg.env_id, 1).close()  # an unknown or unsupported env: one line, before any run
 
     solved_steps, solved_wall, finals, rates = [], [], [], []
     for seed in range(args.seeds):
-        _, cfg, _ = parse_args([*cli, "--seed", str(seed)])
+        _, cfg, _ = parse_args([*flags, "--seed", str(seed)])
         with tempfile.TemporaryDirectory() as out:  # as the CLI runs: checkpoint every epoch
             r = run(args.algo, cfg, Path(out), quiet=True)
         last = r.history[-1]
@@ -137,7 +154,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| {cfg.env_id} (N={cfg.num_envs}) | {args.algo} | {len(solved_steps)}/{args.seeds} | "
           f"{med(solved_steps)} | {medw} | {np.median(finals):.1f} | {np.median(rates):,.0f} | "
           f"{bare:,.0f} | {acting:,.0f} ({acting / bare:.0%}) |")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.entry(_main, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,9 +11,15 @@ comparison is the study note's before/after CartPole picture.
 
 from __future__ import annotations
 
-import argparse
+import io
 import os
 import sys
+from pathlib import Path
+
+from pgnumpy import cli
+
+if __name__ == "__main__":
+    cli.guard_startup()
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # rgb_array rendering needs no screen
 
@@ -22,6 +28,7 @@ import numpy as np  # noqa: E402
 
 from pgnumpy.api import Agent, build_policy, load  # noqa: E402
 from pgnumpy.errors import UserError  # noqa: E402
+from pgnumpy.fileio import atomic_write  # noqa: E402
 
 
 def run_episodes(agent: Agent, episodes: int, seed: int, deterministic: bool = True,
@@ -60,11 +67,25 @@ def write_gif(path: str, panels: list[list[np.ndarray]], labels: list[str], fps:
         for k, label in enumerate(labels):
             draw.text((k * width + 8, 8), f"{label}  step {min(t, len(panels[k]) - 1)}", fill=0)
         images.append(image)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // fps, loop=0)
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
+                   duration=1000 // fps, loop=0)
+    atomic_write(path, buf.getvalue())
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+def check_gif_path(path: str) -> None:
+    """Before any episode is run: a .gif name in a directory that exists."""
+    p = Path(path)
+    if p.suffix.lower() != ".gif":
+        raise UserError(f"--gif {path}: the file name must end in .gif")
+    if not p.parent.is_dir():
+        raise UserError(f"--gif {path}: the directory {p.parent} does not exist")
+    if p.is_dir():
+        raise UserError(f"--gif {path} is a directory; give a file name ending in .gif")
+
+
+def _main(argv: list[str] | None) -> int:
+    p = cli.ArgumentParser(
         prog="python -m pgnumpy.evaluate", description=__doc__.splitlines()[0]
     )
     p.add_argument("run_dir")
@@ -74,32 +95,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gif", default=None, help="write one rendered episode to this GIF")
     p.add_argument("--compare-untrained", action="store_true",
                    help="with --gif: the untrained policy beside the trained one")
+    p.add_argument("--import", dest="import_module", default=None,
+                   help="import this module for a run trained on a module:EnvId env (only if "
+                        "you trust it: loading a run imports nothing it names by itself)")
     args = p.parse_args(argv)
-    try:
-        if args.episodes < 1:
-            raise UserError(f"--episodes must be >= 1, got {args.episodes}")
-        agent = load(args.run_dir)
-        det = not args.sample
-        rets, frames = run_episodes(agent, args.episodes, args.seed, det, render=bool(args.gif))
-        mode = "sampled" if args.sample else "greedy"
-        print(f"{agent.config['algo']} on {agent.config['env_id']} (epoch {agent.epoch}, {mode} "
-              f"actions): return {np.mean(rets):.1f} +- {np.std(rets):.1f} over {len(rets)} "
-              f"episodes (min {min(rets):.0f}, max {max(rets):.0f})")
-        if args.gif:
-            panels, labels = [frames], [f"trained (return {rets[0]:.0f})"]
-            if args.compare_untrained:
-                untrained = Agent(agent.config, build_policy(agent.config), -1,
-                                  agent.obs_norm, agent.act_bounds)
-                u_rets, u_frames = run_episodes(untrained, 1, args.seed, det, render=True)
-                print(f"untrained policy: return {u_rets[0]:.0f} on the same first episode")
-                panels = [u_frames, frames]
-                labels = [f"untrained (return {u_rets[0]:.0f})", labels[0]]
-            write_gif(args.gif, panels, labels)
-            print(f"wrote {args.gif}")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.episodes < 1:
+        raise UserError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.compare_untrained and not args.gif:
+        raise UserError("--compare-untrained draws the untrained policy beside the trained one "
+                        "in the GIF: give --gif FILE.gif too")
+    if args.gif:
+        check_gif_path(args.gif)
+    agent = load(args.run_dir, import_module=args.import_module)
+    det = not args.sample
+    rets, frames = run_episodes(agent, args.episodes, args.seed, det, render=bool(args.gif))
+    mode = "sampled" if args.sample else "greedy"
+    print(f"{agent.config['algo']} on {agent.config['env_id']} (epoch {agent.epoch}, {mode} "
+          f"actions): return {np.mean(rets):.1f} +- {np.std(rets):.1f} over {len(rets)} "
+          f"episodes (min {min(rets):.0f}, max {max(rets):.0f})")
+    if args.gif:
+        panels, labels = [frames], [f"trained (return {rets[0]:.0f})"]
+        if args.compare_untrained:
+            untrained = Agent(agent.config, build_policy(agent.config), -1,
+                              agent.obs_norm, agent.act_bounds)
+            u_rets, u_frames = run_episodes(untrained, 1, args.seed, det, render=True)
+            print(f"untrained policy: return {u_rets[0]:.0f} on the same first episode")
+            panels = [u_frames, frames]
+            labels = [f"untrained (return {u_rets[0]:.0f})", labels[0]]
+        write_gif(args.gif, panels, labels)
+        print(f"wrote {args.gif}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.entry(_main, argv)
 
 
 if __name__ == "__main__":

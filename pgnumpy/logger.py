@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
+
+from pgnumpy.errors import UserError
+from pgnumpy.fileio import append_line, atomic_write
 
 
 class Logger:
@@ -21,31 +25,31 @@ class Logger:
             self._truncate_after(append)
 
     def _truncate_after(self, epoch: int) -> None:
+        """Drop rows past `epoch`, replacing the file atomically (an interrupt here used to leave
+        it truncated); a damaged file is refused in one line, not half-read."""
+        parsed = read_progress(self.csv_path)  # refuses a damaged file
         with open(self.csv_path, newline="") as f:
-            rows = list(csv.reader(f))
-        self._keys = rows[0] if rows else None
-        i = self._keys.index("epoch") if self._keys else 0
-        kept = [r for r in rows[1:] if int(r[i]) <= epoch]
-        with open(self.csv_path, "w", newline="") as f:
-            csv.writer(f).writerows(rows[:1] + kept)
+            raw = list(csv.reader(f))  # rewritten as it was written: the text, not floats
+        self._keys = raw[0] if raw else None
+        kept = [r for r, p in zip(raw[1:], parsed) if p["epoch"] <= epoch]
+        buf = io.StringIO()
+        csv.writer(buf).writerows(raw[:1] + kept)
+        atomic_write(self.csv_path, buf.getvalue())
 
     def read_all(self) -> list[dict]:
         """Every row of progress.csv (a resumed run's earlier epochs too), numbers as floats."""
         if self.csv_path is None or not self.csv_path.exists():
             return self.rows
-        with open(self.csv_path, newline="") as f:
-            return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        return read_progress(self.csv_path)
 
     def log(self, row: dict) -> None:
         self.rows.append(row)
         if self._keys is None:
             self._keys = list(row)
             if self.csv_path is not None:
-                with open(self.csv_path, "w", newline="") as f:
-                    csv.writer(f).writerow(self._keys)
+                atomic_write(self.csv_path, _table(self._keys, []))
         if self.csv_path is not None:
-            with open(self.csv_path, "a", newline="") as f:
-                csv.writer(f).writerow([_csv(row[k]) for k in self._keys])
+            append_line(self.csv_path, _table(None, [row], self._keys))
         if not self.quiet:
             shown = dict(row)
             if self.total_epochs is not None:  # console only: time left at the recent pace
@@ -56,6 +60,31 @@ class Logger:
             if (len(self.rows) - 1) % 25 == 0:
                 print("  ".join(f"{k:>{w}}" for k, w in zip(keys, widths)), flush=True)
             print("  ".join(_cell(shown[k], w) for k, w in zip(keys, widths)), flush=True)
+
+
+def read_progress(path: Path) -> list[dict]:
+    """The rows of a progress.csv, numbers as floats; a damaged file is a UserError."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = [{k: float(v) for k, v in r.items()} for r in reader]
+    except (ValueError, TypeError, AttributeError, csv.Error, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is damaged (a row that is not numbers, or a missing field: "
+                        f"{' '.join(str(e).split())}); restore it or start a new run") from None
+    if rows and "epoch" not in rows[0]:
+        raise UserError(f"{path} has no epoch column: not a pgnumpy progress file")
+    return rows
+
+
+def _table(keys: list[str] | None, rows: list[dict], order: list[str] | None = None) -> str:
+    """CSV text: a header line (if keys) and one line per row."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    if keys is not None:
+        w.writerow(keys)
+    for r in rows:
+        w.writerow([_csv(r[k]) for k in (order or keys)])
+    return buf.getvalue()
 
 
 def _csv(x) -> str:

@@ -41,7 +41,7 @@ PHI_FORMS: dict[str, str | None] = {
 
 
 def check_phi(name: str) -> str:
-    if name not in PHI_FORMS:
+    if not isinstance(name, str) or name not in PHI_FORMS:
         raise UserError(f"unknown phi {name!r}; choose one of {', '.join(PHI_FORMS)}")
     return name
 

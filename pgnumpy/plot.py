@@ -9,30 +9,52 @@ named by what differs between the groups.
 
 from __future__ import annotations
 
-import argparse
-import csv
+import io
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from pgnumpy import cli
 from pgnumpy.errors import UserError
+from pgnumpy.fileio import atomic_write
+from pgnumpy.logger import read_progress
 
 
 def read_run(run_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
     try:
         config = json.loads((run_dir / "config.json").read_text())
-        with open(run_dir / "progress.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
     except (OSError, ValueError) as e:
-        raise UserError(f"{run_dir} is not a run directory (config.json, progress.csv): {e}") \
-            from None
+        raise UserError(f"{run_dir} is not a run directory (config.json, progress.csv): "
+                        f"{' '.join(str(e).split())}") from None
+    if not isinstance(config, dict) or "algo" not in config or "env_id" not in config:
+        raise UserError(f"{run_dir}/config.json is not a pgnumpy run's config")
+    if not (run_dir / "progress.csv").exists():
+        raise UserError(f"{run_dir} is not a run directory: no progress.csv")
+    rows = read_progress(run_dir / "progress.csv")
     if not rows:
         raise UserError(f"{run_dir}/progress.csv has no epochs yet")
-    cols = {k: np.array([float(r[k]) for r in rows]) for k in ("env_steps", "wall_s",
-                                                                "ep_return_mean")}
+    missing = {"env_steps", "wall_s", "ep_return_mean"} - set(rows[0])
+    if missing:
+        raise UserError(f"{run_dir}/progress.csv lacks the columns {', '.join(sorted(missing))}")
+    cols = {k: np.array([r[k] for r in rows]) for k in ("env_steps", "wall_s", "ep_return_mean")}
+    if not np.isfinite(cols["ep_return_mean"]).any():
+        raise UserError(f"{run_dir} has no finished episode yet: nothing to plot")
     return config, cols
+
+
+def check_out_path(out: str) -> None:
+    """Before any run is read: a directory that exists and a format matplotlib writes."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    p = Path(out)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if p.suffix[1:].lower() not in formats:
+        raise UserError(f"--out {out}: unknown image type {p.suffix!r}; use one of "
+                        f"{', '.join('.' + f for f in sorted(formats))}")
+    if not p.parent.is_dir():
+        raise UserError(f"--out {out}: the directory {p.parent} does not exist")
 
 
 def group_runs(runs: list[tuple[dict, dict]]) -> dict[str, list[dict]]:
@@ -80,26 +102,29 @@ def plot_runs(run_dirs: list[str], out: str, title: str | None = None, show: boo
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format=Path(out).suffix[1:].lower())
+    atomic_write(out, buf.getvalue())
     if show:
         plt.show()
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pgnumpy.plot", description=__doc__.splitlines()[0])
+def _main(argv: list[str] | None) -> int:
+    p = cli.ArgumentParser(prog="python -m pgnumpy.plot", description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", nargs="+")
-    p.add_argument("--out", default="learning_curves.png", help="PNG to write")
+    p.add_argument("--out", default="learning_curves.png", help="image to write (.png, .pdf, ...)")
     p.add_argument("--title", default=None)
     p.add_argument("--show", action="store_true", help="also open a window")
     args = p.parse_args(argv)
-    try:
-        plot_runs(args.run_dirs, args.out, args.title, args.show)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_out_path(args.out)
+    plot_runs(args.run_dirs, args.out, args.title, args.show)
     print(f"wrote {args.out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.entry(_main, argv)
 
 
 if __name__ == "__main__":

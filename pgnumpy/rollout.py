@@ -26,19 +26,50 @@ from pgnumpy.errors import UserError
 SUPPORTED_ACTION_SPACES = "Discrete, and 1-D Box with finite bounds"
 
 
+def env_module(env_id: str) -> str | None:
+    """The module of gymnasium's `module:EnvId` syntax, which gymnasium imports to register the
+    env (so a user's own env works from the command line); None for a plain id."""
+    return env_id.split(":", 1)[0] if ":" in env_id else None
+
+
+def check_run_env(env_id: str, import_module: str | None, where: str) -> None:
+    """An env id read from a run directory may name a module; importing it would run code that
+    came with the run. Allowed only when the user named that module (`--import`)."""
+    module = env_module(env_id)
+    if module is not None and module != import_module:
+        raise UserError(
+            f"{where} was trained on {env_id!r}: loading it imports the module {module!r}, and "
+            f"pgnumpy imports no code named by a run directory; pass --import {module} "
+            f"(Python: import_module={module!r}) if you trust it"
+        )
+
+
+def env_spec(env_id: str):
+    """gymnasium's spec for env_id (importing the module of a `module:EnvId` id), or UserError."""
+    if not isinstance(env_id, str):
+        raise UserError(f"env id must be a string, got {env_id!r}")
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error as e:
+        raise UserError(f"unknown env id {env_id!r}: {e}") from None
+    except Exception as e:  # the user's env module failed to import: its error, in one line
+        raise UserError(f"env {env_id!r}: importing {env_module(env_id)!r} failed: "
+                        f"{type(e).__name__}: {e}") from None
+
+
 def make_env(env_id: str, num_envs: int = 1) -> gym.vector.VectorEnv:
     """A vector env: gymnasium's numpy-vectorised one where the env has it, else SyncVectorEnv."""
     if not isinstance(num_envs, int) or num_envs < 1:
         raise UserError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-    try:
-        spec = gym.spec(env_id)
-    except gym.error.Error as e:
-        raise UserError(f"unknown env id {env_id!r}: {e}") from None
+    spec = env_spec(env_id)
     mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
     try:
         env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
     except (gym.error.DependencyNotInstalled, ImportError) as e:
         raise UserError(f"env {env_id!r} needs an extra package: {e}") from None
+    except Exception as e:  # a user's env that fails to build: say which, in one line
+        raise UserError(f"env {env_id!r} could not be created: {type(e).__name__}: {e}") from None
+    env.pgnumpy_id = env_id  # named in the errors a misbehaving env gets
     try:
         check_env(env)
     except UserError:
@@ -90,8 +121,16 @@ class Runner:
 
     @classmethod
     def start(cls, env: gym.vector.VectorEnv, seed: int | None) -> Runner:
-        obs, _ = env.reset(seed=seed)
+        try:
+            obs, _ = env.reset(seed=seed)
+        except Exception as e:
+            raise env_error(env, "in reset", e) from None
         n = env.num_envs
+        shape = (n, *env.single_observation_space.shape)
+        if getattr(obs, "shape", None) != shape or obs.dtype.kind not in "biuf":
+            raise UserError(f"env {env_name(env)} returned an observation of shape "
+                            f"{getattr(obs, 'shape', type(obs).__name__)} and dtype "
+                            f"{getattr(obs, 'dtype', '?')} in reset; expected {shape}, numbers")
         runner = cls(env, obs, np.zeros(n, bool), np.zeros(n), np.zeros(n, np.int64))
         space = env.single_action_space
         if isinstance(space, gym.spaces.Box):
@@ -172,7 +211,16 @@ def collect(
         a, lp = act_fn(runner.obs)
         obs[t], act[t], logp[t] = runner.obs, a, lp
         env_a = a if runner.act_low is None else np.clip(a, runner.act_low, runner.act_high)
-        runner.obs, rew[t], term[t], trunc[t], _ = env.step(env_a)
+        try:  # a user's env: what it raises or returns wrongly is named with the env and step
+            nobs, rew[t], term[t], trunc[t], _ = env.step(env_a)
+        except Exception as e:
+            raise env_error(env, f"at rollout step {t}", e) from None
+        if getattr(nobs, "shape", None) != runner.obs.shape or nobs.dtype.kind not in "biuf":
+            raise UserError(f"env {env_name(env)} returned an observation of shape "
+                            f"{getattr(nobs, 'shape', type(nobs).__name__)} and dtype "
+                            f"{getattr(nobs, 'dtype', '?')} at rollout step {t}; expected "
+                            f"{runner.obs.shape}, numbers")
+        runner.obs = nobs
         if finishing:
             valid[t] = ~reset_next & recording
             n_valid += int(valid[t].sum())
@@ -187,7 +235,7 @@ def collect(
     batch = Batch(
         obs[:t], act[:t], logp[:t], rew[:t], term[:t], trunc[:t], valid[:t], runner.obs.copy()
     )
-    check_finite(batch)
+    check_finite(batch, env)
     # episode statistics, from valid steps only (a reset step's reward belongs to no episode)
     rets, lens = kernels.episode_stats(
         batch.rew, batch.term, batch.trunc, batch.valid, runner.ep_ret, runner.ep_len
@@ -204,13 +252,24 @@ def _grow(x: np.ndarray, cap: int) -> np.ndarray:
     return out
 
 
-def check_finite(batch: Batch) -> None:
+def env_name(env) -> str:
+    return repr(getattr(env, "pgnumpy_id", None) or type(env).__name__)
+
+
+def env_error(env, where: str, e: Exception) -> UserError:
+    """One line for an exception raised by (or a malformed result of) an env's reset or step."""
+    return UserError(f"env {env_name(env)} failed {where}: {type(e).__name__}: "
+                     f"{' '.join(str(e).split())}")
+
+
+def check_finite(batch: Batch, env=None) -> None:
     """NaN or inf in observations or rewards would silently poison every gradient: stop here."""
     for name, x in (("observation", batch.obs), ("reward", batch.rew)):
         bad = ~np.isfinite(x)
         if bad.any():
             t, i = np.argwhere(bad)[0][:2]
+            which = f"env {env_name(env)} returned a " if env is not None else ""
             raise UserError(
-                f"non-finite {name} {x[t, i]} at rollout step {t} of env {i}: "
+                f"{which}non-finite {name} {x[t, i]} at rollout step {t} of sub-env {i}: "
                 "check the environment, or wrap it to clean its output"
             )

@@ -15,12 +15,19 @@ from __future__ import annotations
 
 import os
 
-# Small matrices: one BLAS thread is faster than several fighting for 2 cores (set before numpy).
+from pgnumpy import cli
+
+if __name__ == "__main__":
+    cli.guard_startup()  # Ctrl-C while numpy, numba and gymnasium load: one line
+
+# Small matrices: one BLAS thread is faster than several fighting for 2 cores (set before numpy;
+# training also pins it at run time, pgnumpy/algos/common.py::one_blas_thread).
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
@@ -31,7 +38,9 @@ from pathlib import Path  # noqa: E402
 from pgnumpy.algos import ppo, simple_pg, vpg  # noqa: E402
 from pgnumpy.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from pgnumpy.errors import UserError  # noqa: E402
+from pgnumpy.fileio import atomic_write  # noqa: E402
 from pgnumpy.logger import Logger  # noqa: E402
+from pgnumpy.rollout import check_run_env  # noqa: E402
 
 ALGOS = {
     "ppo": (ppo.PPOConfig, ppo.train),
@@ -42,9 +51,8 @@ DEFAULT_ALGO = "ppo"  # the fastest reliable configuration on CartPole-v1 (READM
 FLAG_NAMES = {"env_id": "env"}  # config field -> CLI flag, where they differ
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, non-zero exit, no usage dump
-        raise UserError(message)
+_Parser = cli.ArgumentParser
+RUN_FILES = ("config.json", "progress.csv", "checkpoint.npz")
 
 
 def build_parser(algo: str) -> argparse.ArgumentParser:
@@ -144,16 +152,35 @@ def plot_learning_curve(rows: list[dict], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def prepare_out(out: Path) -> None:
+    """Make a fresh run directory, refusing to overwrite a run or to write where it cannot."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the run")
+    if out.is_dir() and any((out / f).exists() for f in RUN_FILES):
+        raise UserError(f"{out} already holds a run: continue it with --resume {out}, or give "
+                        "another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the run directory {out}: {e.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise UserError(f"cannot write to the run directory {out}: permission denied")
 
 
 def run(algo: str, cfg, out: Path, quiet: bool = False, resume: dict | None = None):
     """Train `cfg` with `algo`, writing the run directory `out`; returns the TrainResult."""
-    out.mkdir(parents=True, exist_ok=True)
+    cfg.validate()
+    if resume is None:
+        prepare_out(out)
     config = {"algo": algo, **dataclasses.asdict(cfg)}
     if resume is None:
-        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        atomic_write(out / "config.json", json.dumps(config, indent=2) + "\n")
     _, train_fn = ALGOS[algo]
 
     def on_epoch(epoch: int, state: dict) -> None:
@@ -167,25 +194,27 @@ def run(algo: str, cfg, out: Path, quiet: bool = False, resume: dict | None = No
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    out = None
+    if "--resume" in argv:
+        algo, cfg, out, resume, quiet = parse_resume(argv)
+    else:
+        algo, cfg, args = parse_args(argv)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = Path(args.out or f"runs/{algo}-{cfg.env_id}-seed{cfg.seed}-{stamp}")
+        resume, quiet = None, args.quiet
     try:
-        if "--resume" in argv:
-            algo, cfg, out, resume, quiet = parse_resume(argv)
-        else:
-            algo, cfg, args = parse_args(argv)
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            out = Path(args.out or f"runs/{algo}-{cfg.env_id}-seed{cfg.seed}-{stamp}")
-            resume, quiet = None, args.quiet
         result = run(algo, cfg, out, quiet, resume)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        where = f"; the last completed epoch's checkpoint is in {out}/" if out else ""
-        print(f"\ninterrupted{where} (continue with --resume {out})", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, SystemError) as e:  # numba reports a Ctrl-C as a SystemError
+        if not cli.is_interrupt(e):
+            raise
+        if (out / "checkpoint.npz").exists():
+            where = (f"; the last completed epoch's checkpoint is in {out}/ (continue with "
+                     f"--resume {out})")
+        else:
+            where = "; no epoch had completed, so there is no checkpoint to continue from"
+        print(f"\ninterrupted{where}", file=sys.stderr)
+        return cli.INTERRUPTED
     if not result.history:
         print(f"nothing to do: the run in {out}/ had already finished its budget")
         return 0
@@ -201,17 +230,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The command: every error one line (pgnumpy/cli.py), Ctrl-C exit status 130."""
+    return cli.entry(_main, argv)
+
+
 def parse_resume(argv: list[str]):
     """`--resume RUN_DIR [--quiet]`: continue a run with its saved config."""
     p = _Parser(prog="python -m pgnumpy.train --resume")
     p.add_argument("--resume", required=True)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--import", dest="import_module", default=None,
+                   help="import this module for a run trained on a module:EnvId env")
     args, rest = p.parse_known_args(argv)
     if rest:
         raise UserError(f"--resume continues a run with its saved config; drop {' '.join(rest)}")
     out = Path(args.resume)
     ckpt = load_checkpoint(out)
     saved = dict(ckpt["config"])
+    check_config_json(out, saved)
+    check_run_env(str(saved.get("env_id")), args.import_module, str(out))
     algo = saved.pop("algo", None)
     if algo not in ALGOS:
         raise UserError(f"checkpoint in {out} names an unknown algorithm {algo!r}")
@@ -221,6 +259,28 @@ def parse_resume(argv: list[str]):
     except TypeError as e:
         raise UserError(f"checkpoint config in {out} does not fit {algo}: {e}") from None
     return algo, cfg, out, ckpt, args.quiet
+
+
+def check_config_json(run_dir: Path, saved: dict) -> None:
+    """A run continues with its checkpoint's config; a config.json edited by hand would be
+    silently ignored, so it is refused instead, naming the first field that differs."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        return
+    try:
+        on_disk = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is damaged ({e}); the checkpoint holds the run's config: "
+                        "restore config.json or remove it") from None
+    saved = json.loads(json.dumps(saved))  # tuples as lists, as they are on disk
+    if on_disk != saved:
+        keys = sorted(set(on_disk) | set(saved) if isinstance(on_disk, dict) else saved)
+        k = next((k for k in keys if not isinstance(on_disk, dict)
+                  or on_disk.get(k) != saved.get(k)), "?")
+        got = on_disk.get(k) if isinstance(on_disk, dict) else on_disk
+        raise UserError(f"{path} differs from the run's checkpoint ({k}: {got!r} in config.json, "
+                        f"{saved.get(k)!r} in the checkpoint); a run continues with the config it "
+                        "was trained with: restore config.json, or start a new run")
 
 
 if __name__ == "__main__":

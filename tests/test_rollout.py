@@ -85,7 +85,7 @@ def test_non_finite_observation_or_reward_is_named_with_its_step(bad):
                 rew[1] = bad
             return obs, rew, term, trunc, info
 
-    with pytest.raises(UserError, match=r"non-finite reward .* step 2 of env 1"):
+    with pytest.raises(UserError, match=r"non-finite reward .* step 2 of sub-env 1"):
         collect(Runner.start(Bad([[(9, "term")], [(9, "term")]]), seed=0), zeros_policy, T=5)
 
 

@@ -22,7 +22,7 @@ from pgnumpy.train import main
         (["--gamma", "1.5"], "gamma must be in (0, 1]"),
         (["--lam=-0.1"], "lam must be in [0, 1]"),
         (["--lam", "1.01"], "lam must be in [0, 1]"),
-        (["--steps-per-env", "0"], "steps_per_env must be an integer >= 1, got 0"),
+        (["--steps-per-env", "1"], "steps_per_env must be an integer >= 2 (a rollout of 1 step"),
         (["--clip-eps", "1.5"], "clip_eps must be in (0, 1)"),
         (["--variant", "trpo"], "variant must be one of clip, kl"),
         (["--algo", "vpg", "--phi", "advantage"], "unknown phi 'advantage'; choose one of return"),
@@ -91,7 +91,7 @@ def test_every_phi_runs_in_both_algorithms(phi):
 
 
 def test_config_rejects_bad_hyperparameters_in_python_too():
-    with pytest.raises(UserError, match="hidden must be a list of layer widths"):
+    with pytest.raises(UserError, match="hidden must be a non-empty list of layer widths"):
         vpg.VPGConfig(hidden=(64, 0))
     with pytest.raises(UserError, match="activation must be one of tanh, relu"):
         simple_pg.SimplePGConfig(activation="sigmoid")

@@ -48,14 +48,25 @@ import numpy as np
 
 from pgnumpy import kernels
 from pgnumpy.algos.common import (
+    ONE_STEP,
     TrainResult,
+    check_memory,
     end_epoch,
+    one_blas_thread,
     recent_mean,
     resume_env_seed,
     solved_threshold,
 )
 from pgnumpy.checkpoint import restore
-from pgnumpy.config import check_choice, check_hidden, check_int, check_range
+from pgnumpy.config import (
+    check_choice,
+    check_hidden,
+    check_int,
+    check_range,
+    check_str,
+    check_target_return,
+    plain,
+)
 from pgnumpy.errors import UserError
 from pgnumpy.logger import Logger
 from pgnumpy.normalize import ObsNorm, RewScale
@@ -138,13 +149,20 @@ class PPOConfig:
     target_return: float | None = None
 
     def __post_init__(self):
-        self.hidden = tuple(self.hidden)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field (UserError naming it); train() checks again, so a field set after
+        construction cannot skip this."""
+        plain(self)
+        check_str("env_id", self.env_id)
+        self.hidden = check_hidden("hidden", self.hidden)
         check_choice("variant", self.variant, ("clip", "kl"))
-        check_hidden("hidden", self.hidden)
         check_choice("activation", self.activation, ("tanh", "relu"))
         check_range("lr", self.lr, 0, None, lo_open=True)
-        for name in ("num_envs", "steps_per_env", "total_steps", "update_epochs", "minibatches"):
+        for name in ("num_envs", "total_steps", "update_epochs", "minibatches"):
             check_int(name, getattr(self, name))
+        check_int("steps_per_env", self.steps_per_env, lo=2, why=ONE_STEP)
         if self.minibatches > self.num_envs * self.steps_per_env:
             raise UserError(f"minibatches ({self.minibatches}) must be <= num_envs * "
                             f"steps_per_env ({self.num_envs * self.steps_per_env})")
@@ -159,20 +177,23 @@ class PPOConfig:
             check_range("target_kl", self.target_kl, 0, None, lo_open=True)
         check_range("beta", self.beta, 0)
         check_int("seed", self.seed, lo=0)
-        if self.target_return is not None and self.target_return != float("inf"):
-            check_range("target_return", self.target_return)
+        check_target_return(self.target_return)
 
 
+@one_blas_thread
 def train(
     cfg: PPOConfig, logger: Logger | None = None, on_epoch=None, resume: dict | None = None
 ) -> TrainResult:
     """Train; `on_epoch(epoch, state)` after each iteration (checkpointing); `resume` a loaded
     checkpoint."""
+    cfg.validate()
     logger = logger or Logger(quiet=True)
     init_rng, act_rng, mb_rng = np.random.default_rng(cfg.seed).spawn(3)
+    check_memory(cfg)  # a lower bound, before the env allocates its num_envs copies
     env = make_env(cfg.env_id, cfg.num_envs)
     target = solved_threshold(cfg.target_return, env)
     obs_dim = env.single_observation_space.shape[0]
+    check_memory(cfg, obs_dim, int(np.prod(env.single_action_space.shape or (2,))))
     dtype = np.float32  # ~3x faster than float64 here; gradients are checked in float64 in tests
     policy = make_policy(env, cfg.hidden, cfg.activation, rng=init_rng, dtype=dtype)
     vf = ValueCritic(obs_dim, cfg.hidden, cfg.activation, rng=init_rng, dtype=dtype)

@@ -41,15 +41,25 @@ import numpy as np
 from pgnumpy import kernels
 from pgnumpy.algos.common import (
     TrainResult,
+    check_memory,
     end_epoch,
     fit_critic,
     n_discrete_actions,
+    one_blas_thread,
     recent_mean,
     resume_env_seed,
     solved_threshold,
 )
 from pgnumpy.checkpoint import restore
-from pgnumpy.config import check_choice, check_hidden, check_int, check_range
+from pgnumpy.config import (
+    check_choice,
+    check_hidden,
+    check_int,
+    check_range,
+    check_str,
+    check_target_return,
+    plain,
+)
 from pgnumpy.logger import Logger
 from pgnumpy.objectives import pg_loss
 from pgnumpy.optim import Adam
@@ -76,9 +86,15 @@ class SimplePGConfig:
     target_return: float | None = float("inf")
 
     def __post_init__(self):
-        self.hidden = tuple(self.hidden)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field (UserError naming it); train() checks again, so a field set after
+        construction cannot skip this."""
+        plain(self)
+        check_str("env_id", self.env_id)
+        self.hidden = check_hidden("hidden", self.hidden)
         check_phi(self.phi)
-        check_hidden("hidden", self.hidden)
         check_choice("activation", self.activation, ("tanh", "relu"))
         check_range("lr", self.lr, 0, None, lo_open=True)
         check_int("steps_per_epoch", self.steps_per_epoch)
@@ -87,22 +103,27 @@ class SimplePGConfig:
         check_range("lam", self.lam, 0, 1)
         check_int("num_envs", self.num_envs)
         check_range("vf_lr", self.vf_lr, 0, None, lo_open=True)
-        check_int("vf_iters", self.vf_iters, lo=0)
+        # a critic-based Phi with 0 critic steps would weight by an untrained network
+        check_int("vf_iters", self.vf_iters, lo=1 if PHI_FORMS[self.phi] else 0,
+                  why=f" for phi {self.phi!r}" if PHI_FORMS[self.phi] else "")
         check_int("seed", self.seed, lo=0)
-        if self.target_return is not None and self.target_return != float("inf"):
-            check_range("target_return", self.target_return)
+        check_target_return(self.target_return)
 
 
+@one_blas_thread
 def train(
     cfg: SimplePGConfig, logger: Logger | None = None, on_epoch=None, resume: dict | None = None
 ) -> TrainResult:
     """Train. `on_epoch(epoch, state)` runs after each epoch; `resume`: a loaded checkpoint."""
+    cfg.validate()
     logger = logger or Logger(quiet=True)
     logger.total_epochs = cfg.epochs
     init_rng, act_rng = np.random.default_rng(cfg.seed).spawn(2)
+    check_memory(cfg)  # a lower bound, before the env allocates its num_envs copies
     env = make_env(cfg.env_id, cfg.num_envs)
     target = solved_threshold(cfg.target_return, env)
     obs_dim = env.single_observation_space.shape[0]
+    check_memory(cfg, obs_dim, int(np.prod(env.single_action_space.shape or (2,))))
     policy = make_policy(env, cfg.hidden, cfg.activation, rng=init_rng, dtype=np.float32)
     opt = Adam(policy.params, lr=cfg.lr)
     critic = None

@@ -1,0 +1,37 @@
+"""Writing run files so that nothing a user has is lost: whole or not at all, and Ctrl-C waits.
+
+Every file of a run directory is replaced atomically: written to a temp file beside it, then
+renamed over it (os.replace is atomic on POSIX and Windows), with SIGINT held until the rename is
+done. A failed write (a full disk, a read-only directory) removes its temp file and leaves the old
+file as it was; its OSError reaches the command's error line (pgnumpy/cli.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from pgnumpy.checkpoint import deferred_sigint
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Replace `path` by `data` atomically (text is written as UTF-8)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    raw = data.encode() if isinstance(data, str) else data
+    with deferred_sigint():
+        try:
+            with open(tmp, "wb") as f:
+                f.write(raw)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line, with SIGINT held so that an interrupt never leaves half a row."""
+    with deferred_sigint(), open(path, "a", newline="") as f:
+        f.write(line)
