@@ -12,6 +12,7 @@ entropy per token and with the best any k-token model can do (grammar.py).
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,18 @@ class WindowNet:
         self.emb = Embedding(V, d_embed, rng=rng, dtype=dtype, params=self.params[: self.n_emb])
         self.net = MLP(sizes, "tanh", rng=rng, dtype=dtype, out_gain=out_gain,
                        params=self.params[self.n_emb :])
+
+    def clone(self) -> WindowNet:
+        """A copy with parameters of its own. (copy.deepcopy would copy the layer views apart
+        from the flat vector, and an optimizer stepping the vector would then move nothing.)"""
+        new = copy.copy(self)
+        new.params = self.params.copy()
+        new.emb, new.net = copy.copy(self.emb), copy.copy(self.net)
+        new.emb.params = new.params[: self.n_emb]
+        new.emb.E = new.emb.params.reshape(self.emb.E.shape)
+        new.net.params = new.params[self.n_emb :]
+        new.net.W, new.net.b = new.net.layer_views(new.net.params)
+        return new
 
     def forward(self, ctx: np.ndarray) -> tuple[np.ndarray, tuple]:
         """(outputs (B, n_out), cache) for windows ctx (B, k) of token ids."""
