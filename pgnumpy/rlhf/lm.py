@@ -153,6 +153,9 @@ class LMConfig:
     lr: float = 3e-3
     eval_every: int = 250
 
+    def __post_init__(self):
+        self.hidden = tuple(self.hidden)  # a list from config.json reads back the same
+
 
 def positions(tokens: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Every (window, next token) pair of a set of sentences, as (N, k) and (N,)."""

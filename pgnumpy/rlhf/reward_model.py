@@ -115,10 +115,10 @@ class RMConfig:
     """pairs / heldout: labelled pairs for training / evaluation; temperature: the rater's noise
     tau in (RLHF.7); norm_samples: reference samples for the normalisation (RLHF.9)."""
 
-    pairs: int = 4000
+    pairs: int = 10000
     heldout: int = 1000
     temperature: float = 0.5
-    steps: int = 1500
+    steps: int = 800
     batch: int = 128
     lr: float = 1e-3
     norm_samples: int = 2000
