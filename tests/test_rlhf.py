@@ -263,8 +263,9 @@ def gae_by_hand(rew, val, mask, lam):
 
 def test_advantages_and_value_targets_against_a_loop():
     """(RLHF.13) through kernels.gae against gae_by_hand, on sentences of lengths 1 to 6 in a
-    (5, 6) batch with random padding values (which must not leak in). Planted: bootstrapping
-    past the last token (V of the first padding step added, as a truncation would)."""
+    (5, 6) batch with random padding values (which must not leak in). The last check: had the
+    cap been treated as a truncation, bootstrapping with a value after the last token (here the
+    padding's), the advantages would differ, so the comparison can tell the two apart."""
     rng = np.random.default_rng(0)
     lengths = np.array([1, 6, 3, 2, 5])
     mask = np.arange(6) < lengths[:, None]
