@@ -488,7 +488,7 @@ def test_cli_user_errors_are_one_line_exit_2(argv, message, capsys):
 
 def test_cli_runs_a_config_file_and_reports_a_broken_checkpoint(tmp_path, capsys):
     """The CLI on a tiny --config (figures drawn), then --from-stage rl on a run directory whose
-    rm.npz was truncated: one line, exit 2."""
+    rm.npz was truncated, and with a flag that would change a reused stage: one line, exit 2."""
     import json
 
     from pgnumpy.rlhf.__main__ import main
@@ -510,3 +510,6 @@ def test_cli_runs_a_config_file_and_reports_a_broken_checkpoint(tmp_path, capsys
     assert main(["--out", str(out), "--from-stage", "rl", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "rm.npz is not a readable checkpoint" in err and err.count("\n") == 1
+    assert main(["--out", str(out), "--from-stage", "rl", "--lm-steps", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "reuses the lm stage's checkpoint" in err and err.count("\n") == 1

@@ -94,6 +94,12 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
     }.items():
         if flag in given:
             (d if section is None else d[section])[name] = given[flag]
+    first = STAGES.index(args.from_stage)
+    for section in STAGES[:first]:  # a loaded stage cannot change: its checkpoint is what it is
+        if d[section] != base.to_dict()[section]:
+            raise UserError(f"--from-stage {args.from_stage} reuses the {section} stage's "
+                            f"checkpoint; a flag that changes the {section} stage needs "
+                            f"--from-stage {section}")
     return RLHFConfig.from_dict(d), args
 
 

@@ -40,9 +40,12 @@ from pgnumpy.rlhf.reward_model import RewardModel
 
 @dataclass
 class RLConfig:
-    """beta: KL coefficient (the start value if adaptive); adaptive: Ziegler et al.'s controller
-    with kl_target (nats per sentence) and kl_horizon (sentences); batch: sentences per
-    iteration; max_len: the length cap (a termination); lam: GAE lambda (gamma is 1)."""
+    """iterations: PPO iterations; batch: sentences sampled per iteration; max_len: the length
+    cap (a termination, RLHF.13); beta: KL coefficient (the start value if adaptive); adaptive:
+    Ziegler et al.'s controller (RLHF.14) with kl_target (nats per sentence) and kl_horizon
+    (sentences); lr, vf_lr: Adam's for the policy and the value function; update_epochs x
+    minibatches: PPO's passes over each batch's tokens; clip_eps: PPO-clip's epsilon; lam: GAE
+    lambda (gamma is 1); max_grad_norm: each network's gradient-norm clip."""
 
     iterations: int = 100
     batch: int = 64
