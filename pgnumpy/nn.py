@@ -8,6 +8,10 @@ Backward, given dy = dL/dy, from the last layer down:
     tanh: dz_l = dh_l * (1 - h_l^2)     (tanh' = 1 - tanh^2, so the output h suffices)   (MLP.2)
     relu: dz_l = dh_l * [h_l > 0]       (z > 0 exactly where h > 0)                       (MLP.3)
 
+An Embedding is a lookup table E (n, d): x = E[ids]. Its backward adds each upstream row onto
+the row of E it was read from (a scatter-add), since a row read twice is used twice:
+    dE_j = sum over positions p with ids_p = j of dx_p                                 (EMB.1)
+
 All parameters live in one flat array `params` (W0, b0, W1, b1, ..., row-major); `W[l]`, `b[l]`
 are views into it. The optimizer, finite differences and checkpoints work on the one array.
 """
@@ -125,3 +129,42 @@ def orthogonal(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     q, r = np.linalg.qr(a)
     q *= np.sign(np.diag(r))
     return q if rows >= cols else q.T
+
+
+class Embedding:
+    """x = E[ids] for a table E (n, d) of learnable rows, in one flat vector like an MLP's."""
+
+    def __init__(
+        self,
+        n: int,
+        d: int,
+        *,
+        rng: np.random.Generator,
+        dtype=np.float64,
+        scale: float = 1.0,
+        params: np.ndarray | None = None,
+    ):
+        """Rows start N(0, scale^2); params: an optional flat (n * d,) buffer to live in."""
+        self.n, self.d, self.dtype = int(n), int(d), np.dtype(dtype)
+        if params is None:
+            params = np.zeros(self.n * self.d, self.dtype)
+        if params.shape != (self.n * self.d,) or params.dtype != self.dtype:
+            raise ValueError(f"params buffer must be ({self.n * self.d},) {self.dtype}, got "
+                             f"{params.shape} {params.dtype}")
+        self.params = params
+        self.E = params.reshape(self.n, self.d)  # a view: in-place updates are seen
+        self.E[:] = scale * rng.standard_normal((self.n, self.d))
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        """E[ids]: shape ids.shape + (d,)."""
+        return self.E[ids]
+
+    def backward(self, ids: np.ndarray, dx: np.ndarray) -> np.ndarray:
+        """dL/dE as a flat (n * d,) array from dx = dL/d(E[ids])   (EMB.1).
+
+        A scatter-add in one np.bincount: entry (j, c) of E collects dx[p, c] from every position
+        p with ids[p] = j, i.e. bin j * d + c. (Plain fancy assignment, dE[ids] += dx, would keep
+        only one of the rows that hit the same j.)"""
+        bins = (ids.reshape(-1, 1) * self.d + np.arange(self.d)).ravel()
+        g = np.bincount(bins, weights=dx.reshape(-1), minlength=self.n * self.d)
+        return g.astype(self.dtype, copy=False)

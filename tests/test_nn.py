@@ -108,3 +108,26 @@ def test_bad_sizes_and_activation_are_refused():
         MLP([4, 0, 2], rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="activation must be one of tanh, relu"):
         MLP([4, 2], "sigmoid", rng=np.random.default_rng(0))
+
+
+# ---- Embedding ------------------------------------------------------------------------------
+
+def emb_loss(emb, ids, R):
+    return float(np.sum(emb(ids) * R))
+
+
+def test_embedding_backward_matches_finite_differences_and_a_lost_repeat_fails():
+    """(EMB.1): ids repeat (row 2 three times, row 0 twice), so a backward that keeps one
+    contribution per row, dE[ids] += dx (fancy assignment), disagrees with the FD check."""
+    from pgnumpy.nn import Embedding
+
+    rng = np.random.default_rng(0)
+    emb = Embedding(5, 3, rng=rng)
+    ids = np.array([[2, 0, 2], [4, 2, 0]])
+    R = rng.normal(size=(2, 3, 3))  # dL/dx for L = sum(E[ids] * R)
+    fd = central_fd(lambda _: emb_loss(emb, ids, R), emb.params)
+    assert check(emb.backward(ids, R), fd)
+    lost = np.zeros((5, 3))
+    lost[ids] += R  # buffered: one write per distinct row survives
+    assert not check(lost.ravel(), fd)
+    assert np.shares_memory(emb.E, emb.params)

@@ -1,0 +1,233 @@
+"""RL fine-tuning: PPO on the language model, against the reward model, under a KL penalty.
+
+Generation is an episodic MDP: the state is the prefix (the policy sees its last k tokens), the
+action is the next token, and the episode ends at <eos> or at the length cap, both terminations
+(derivations/12-rlhf.md says why). The objective is the KL-regularised reward
+
+    J(theta) = E_{y ~ pi}[ r(y) ] - beta KL(pi || pi_ref)                                (RLHF.10)
+
+and because the sequence KL is the expected sum of per-token log-ratios (RLHF.11), J is the
+expected return of the per-token reward
+
+    r_t = -beta (log pi(y_t | s_t) - log pi_ref(y_t | s_t))  +  [t = last] r(y)           (RLHF.12)
+
+with gamma = 1. One iteration, top to bottom:
+    1. sample a batch of sentences from pi; score every token under pi and pi_ref, every state
+       under the value function, every sentence under the reward model (and the gold rater,
+       only to log what really happened);
+    2. shaped rewards (RLHF.12), GAE advantages with gamma = 1 (kernels.gae, RLHF.13),
+       whitened over the batch (objectives.normalize); value targets adv + V;
+    3. update_epochs passes of minibatch Adam steps on PPO-clip (objectives.ppo_clip_loss) and
+       the value regression (objectives.value_loss);
+    4. with the adaptive controller, move beta towards the KL target (RLHF.14).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pgnumpy import kernels
+from pgnumpy.objectives import normalize, ppo_clip_loss, value_loss
+from pgnumpy.optim import Adam, clip_grad_norm
+from pgnumpy.rlhf.grammar import Grammar, gold_reward, to_words
+from pgnumpy.rlhf.lm import TinyLM, WindowNet, token_mask, windows
+from pgnumpy.rlhf.reward_model import RewardModel
+
+
+@dataclass
+class RLConfig:
+    """iterations: PPO iterations; batch: sentences sampled per iteration; max_len: the length
+    cap (a termination, RLHF.13); beta: KL coefficient (the start value if adaptive); adaptive:
+    Ziegler et al.'s controller (RLHF.14) with kl_target (nats per sentence) and kl_horizon
+    (sentences); lr, vf_lr: Adam's for the policy and the value function; update_epochs x
+    minibatches: PPO's passes over each batch's tokens; clip_eps: PPO-clip's epsilon; lam: GAE
+    lambda (gamma is 1); max_grad_norm: each network's gradient-norm clip."""
+
+    iterations: int = 100
+    batch: int = 64
+    max_len: int = 24
+    beta: float = 0.05
+    adaptive: bool = False
+    kl_target: float = 4.0
+    kl_horizon: int = 500
+    lr: float = 1e-3
+    vf_lr: float = 2e-3
+    update_epochs: int = 4
+    minibatches: int = 4
+    clip_eps: float = 0.2
+    lam: float = 0.95
+    max_grad_norm: float = 1.0
+
+
+def shaped_rewards(
+    logp: np.ndarray, logp_ref: np.ndarray, mask: np.ndarray, score: np.ndarray, beta: float
+) -> np.ndarray:
+    """(B, L) per-token rewards  (RLHF.12): -beta * log-ratio on every token of the sentence,
+    the reward model's score added at its last token, 0 on padding."""
+    rew = np.where(mask, -beta * (logp - logp_ref), 0.0)
+    rew[np.arange(len(rew)), mask.sum(axis=1) - 1] += score
+    return rew
+
+
+def kl_per_sentence(logp: np.ndarray, logp_ref: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """sum_t log pi(y_t | s_t) - log pi_ref(y_t | s_t) over each sentence's tokens: an unbiased
+    one-sample estimate of KL(pi || pi_ref) between sentence distributions  (RLHF.11)."""
+    return np.where(mask, logp - logp_ref, 0.0).sum(axis=1)
+
+
+def advantages(
+    rew: np.ndarray, val: np.ndarray, mask: np.ndarray, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """GAE with gamma = 1 on (B, L) sentences  (RLHF.13), via kernels.gae (GAE.1, GAE.2):
+
+        delta_t = r_t + V(s_{t+1}) [t not last] - V(s_t),  adv_t = delta_t + lam adv_{t+1}
+
+    Every sentence's last token is a termination (no bootstrap); padding steps are marked
+    terminal too, with zero reward and value, so they produce 0 and pass nothing backward.
+    Returns (adv, value targets adv + V), 0 on padding."""
+    val = np.where(mask, val, 0.0)
+    next_val = np.zeros_like(val)
+    next_val[:, :-1] = val[:, 1:]  # 0 after the last token: val is 0 on padding
+    last = mask & ~np.concatenate([mask[:, 1:], np.zeros((len(mask), 1), bool)], axis=1)
+    term = last | ~mask
+    no_trunc = np.zeros_like(term)
+    adv = kernels.gae(np.ascontiguousarray(rew.T), np.ascontiguousarray(val.T),
+                      np.ascontiguousarray(next_val.T), np.ascontiguousarray(term.T),
+                      np.ascontiguousarray(no_trunc.T), 1.0, lam).T
+    adv = np.where(mask, adv, 0.0)
+    return adv, adv + val
+
+
+def adaptive_beta(beta: float, kl: float, target: float, n: int, horizon: int) -> float:
+    """Ziegler et al. (2019)'s proportional controller  (RLHF.14):
+
+        e = clip(KL / target - 1, -0.2, 0.2),   beta <- beta (1 + e n / horizon)
+
+    n sentences were just used; horizon sets how fast log beta follows the error."""
+    e = float(np.clip(kl / target - 1.0, -0.2, 0.2))
+    return beta * (1.0 + e * n / horizon)
+
+
+@dataclass
+class Batch:
+    """One iteration's sentences and everything the update reads, flattened over real tokens
+    (row by row, padding dropped): ctx (N, k) states, act (N,) tokens, logp_old, adv (whitened),
+    ret (value targets). The (B, L) arrays are kept for logging and tests."""
+
+    y: np.ndarray
+    mask: np.ndarray
+    logp: np.ndarray
+    logp_ref: np.ndarray
+    kl_tokenwise: np.ndarray  # (B, L) KL(pi(.|s_t) || pi_ref(.|s_t)), 0 on padding
+    entropy: np.ndarray  # (B, L) H(pi(.|s_t)), 0 on padding
+    val: np.ndarray
+    score: np.ndarray
+    rew: np.ndarray
+    ctx: np.ndarray
+    act: np.ndarray
+    logp_old: np.ndarray
+    adv: np.ndarray
+    ret: np.ndarray
+
+
+def collect(
+    policy: TinyLM, ref: TinyLM, vf: WindowNet, rm: RewardModel, beta: float, cfg: RLConfig,
+    rng: np.random.Generator,
+) -> Batch:
+    """Steps 1 and 2 of an iteration: sample sentences, score them, shape the rewards (RLHF.12),
+    GAE with gamma = 1 (RLHF.13), whiten the advantages (VPG.1)."""
+    y = policy.sample(cfg.batch, rng, cfg.max_len)
+    B, L = y.shape
+    mask = token_mask(y)
+    ctx_all = windows(y, policy.context).reshape(B * L, -1)
+    pi, pi_ref = policy.dist(ctx_all)[0], ref.dist(ctx_all)[0]
+    logp = pi.log_prob(y.reshape(-1)).reshape(B, L)
+    logp_ref = pi_ref.log_prob(y.reshape(-1)).reshape(B, L)
+    val = vf(ctx_all)[:, 0].reshape(B, L).astype(np.float64)
+    score = rm.score(y)
+    rew = shaped_rewards(logp, logp_ref, mask, score, beta)
+    adv, ret = advantages(rew, val, mask, cfg.lam)
+    return Batch(
+        y=y, mask=mask, logp=logp, logp_ref=logp_ref,
+        kl_tokenwise=np.where(mask, pi.kl(pi_ref).reshape(B, L), 0.0),
+        entropy=np.where(mask, pi.entropy().reshape(B, L), 0.0),
+        val=val, score=score, rew=rew,
+        ctx=ctx_all[mask.reshape(-1)], act=y[mask], logp_old=logp[mask],
+        adv=normalize(adv[mask]), ret=ret[mask],
+    )
+
+
+def update(
+    policy: TinyLM, vf: WindowNet, opt: Adam, vf_opt: Adam, batch: Batch, cfg: RLConfig,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Step 3: update_epochs passes of minibatch Adam steps on PPO-clip (PPO.1-3) for the
+    policy and the value regression (VAL.1) for vf, each gradient norm clipped (CLIP.1).
+    Returns the mean of (policy loss, value loss, approx KL, clip fraction) over the steps."""
+    n = len(batch.act)
+    mb = max(1, n // cfg.minibatches)
+    stats = []
+    for _ in range(cfg.update_epochs):
+        perm = rng.permutation(n)
+        for lo in range(0, n - mb + 1, mb):
+            idx = perm[lo : lo + mb]
+            ctx, act = batch.ctx[idx], batch.act[idx]
+            dist, cache = policy.dist(ctx)
+            pi_loss, dlogp, info = ppo_clip_loss(dist.log_prob(act), batch.logp_old[idx],
+                                                 batch.adv[idx], cfg.clip_eps)
+            g_pi = policy.backward(cache, dlogp[:, None] * dist.log_prob_grad(act))  # (CAT.2)
+            v, vcache = vf.forward(ctx)
+            v_loss, dv = value_loss(v[:, 0].astype(np.float64), batch.ret[idx])
+            g_v = vf.backward(vcache, dv[:, None])
+            clip_grad_norm(g_pi, cfg.max_grad_norm)
+            clip_grad_norm(g_v, cfg.max_grad_norm)
+            opt.step(g_pi)
+            vf_opt.step(g_v)
+            stats.append((pi_loss, v_loss, info["approx_kl"], info["clip_frac"]))
+    return np.mean(stats, axis=0)
+
+
+def rl_finetune(
+    cfg: RLConfig, lm: TinyLM, rm: RewardModel, grammar: Grammar, rng: np.random.Generator,
+    log: Callable[[dict], None] = lambda row: None,
+) -> tuple[TinyLM, list[dict]]:
+    """PPO from the pretrained LM against the reward model  (RLHF.10-14); returns the
+    fine-tuned policy (a copy: lm stays the reference, pi_ref) and one row per iteration,
+    measured on the iteration's samples, before its update."""
+    policy, ref = lm.clone(), lm
+    vf = rm.clone()  # InstructGPT starts the value function from the reward model
+    opt, vf_opt = Adam(policy.params, lr=cfg.lr), Adam(vf.params, lr=cfg.vf_lr)
+    beta, history, start = cfg.beta, [], time.perf_counter()
+    for it in range(cfg.iterations):
+        batch = collect(policy, ref, vf, rm, beta, cfg, rng)  # 1-2
+        pi_loss, v_loss, approx_kl, clip_frac = update(policy, vf, opt, vf_opt, batch, cfg, rng)
+        kl = kl_per_sentence(batch.logp, batch.logp_ref, batch.mask)  # (RLHF.11)
+        gold = gold_reward(batch.y, grammar)  # the truth, for the log only
+        B = len(batch.y)
+        row = {
+            "iter": it,
+            "proxy": float(batch.score.mean()),
+            "gold": float(gold.mean()),
+            "gold_se": float(gold.std() / np.sqrt(B)),
+            "kl": float(kl.mean()),
+            "kl_se": float(kl.std() / np.sqrt(B)),
+            "kl_tokenwise": float(batch.kl_tokenwise.sum(axis=1).mean()),
+            "beta": beta,
+            "entropy": float(batch.entropy[batch.mask].mean()),
+            "length": float(batch.mask.sum(axis=1).mean()),
+            "grammatical": float(np.isfinite(grammar.log_prob(batch.y)).mean()),
+            "approx_kl": float(approx_kl),
+            "clip_frac": float(clip_frac),
+            "value_loss": float(v_loss),
+            "sample": to_words(batch.y[0]),
+            "wall_s": round(time.perf_counter() - start, 3),
+        }
+        history.append(row)
+        log(row)
+        if cfg.adaptive:  # 4. (RLHF.14), on this batch's KL
+            beta = adaptive_beta(beta, row["kl"], cfg.kl_target, B, cfg.kl_horizon)
+    return policy, history
