@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import os
 
+from pgnumpy import cli
+
+if __name__ == "__main__":
+    cli.guard_startup()  # Ctrl-C while numpy loads: one line
+
 # Small matrices: one BLAS thread is faster than several fighting for 2 cores (set before numpy).
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -25,10 +30,7 @@ from pathlib import Path  # noqa: E402
 from pgnumpy.errors import UserError  # noqa: E402
 from pgnumpy.rlhf.pipeline import STAGES, RLHFConfig, run  # noqa: E402
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, no usage dump
-        raise UserError(message)
+_Parser = cli.ArgumentParser
 
 
 def _floats(s: str) -> tuple[float, ...]:
@@ -103,23 +105,26 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
     return RLHFConfig.from_dict(d), args
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
+    from threadpoolctl import threadpool_limits
+
     argv = sys.argv[1:] if argv is None else argv
-    out = None
+    cfg, args = parse_args(argv)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out or f"runs/rlhf-seed{cfg.seed}-{stamp}")
+    say = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     try:
-        cfg, args = parse_args(argv)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = Path(args.out or f"runs/rlhf-seed{cfg.seed}-{stamp}")
-        say = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
-        summary = run(cfg, out, from_stage=args.from_stage, figures=not args.no_figures,
-                      print_fn=say)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        where = f"; finished stages' checkpoints are in {out}/" if out else ""
+        with threadpool_limits(limits=1, user_api="blas"):  # as training elsewhere
+            summary = run(cfg, out, from_stage=args.from_stage, figures=not args.no_figures,
+                          print_fn=say)
+    except (KeyboardInterrupt, SystemError) as e:
+        if not cli.is_interrupt(e):
+            raise
+        done = [s for s in ("lm", "rm", "rl") if (out / f"{s}.npz").exists()]
+        where = (f"; finished stages' checkpoints ({', '.join(done)}) are in {out}/" if done
+                 else "; no stage had finished")
         print(f"\ninterrupted{where}", file=sys.stderr)
-        return 130
+        return cli.INTERRUPTED
     main_run = summary["rl_main"]
     print(f"LM held-out CE {summary['heldout_ce']:.4f} nats/token (true entropy "
           f"{summary['true_entropy']:.4f}, best with its window {summary['context_floor']:.4f}); "
@@ -129,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['wall_s']:.1f} s")
     print(f"run written to {out}/")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command, through pgnumpy's one error entry point (pgnumpy/cli.py)."""
+    return cli.entry(_main, argv)
 
 
 if __name__ == "__main__":

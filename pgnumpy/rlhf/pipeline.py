@@ -30,6 +30,7 @@ import numpy as np
 from pgnumpy.checkpoint import deferred_sigint
 from pgnumpy.config import check_int, check_range
 from pgnumpy.errors import UserError
+from pgnumpy.fileio import atomic_write
 from pgnumpy.rlhf.finetune import RLConfig, rl_finetune
 from pgnumpy.rlhf.grammar import Grammar, gold_reward, to_words
 from pgnumpy.rlhf.lm import LMConfig, TinyLM, pretrain
@@ -146,8 +147,16 @@ def run(
     if from_stage not in STAGES:
         raise UserError(f"from_stage must be one of {', '.join(STAGES)}; got {from_stage!r}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the run")
+    if from_stage == "lm" and any((out / f).exists() for f in ("config.json", "lm.npz")):
+        raise UserError(f"{out} already holds an RLHF run: rerun a stage of it with "
+                        f"--from-stage rm|rl --out {out}, or give another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the run directory {out}: {e.strerror}") from None
+    atomic_write(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     grammar = Grammar()
     seeds = np.random.SeedSequence(cfg.seed).spawn(4)  # lm, rm, rl, samples: one stream each
     lm_rng, rm_rng = np.random.default_rng(seeds[0]), np.random.default_rng(seeds[1])
