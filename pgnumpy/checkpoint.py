@@ -74,8 +74,10 @@ def save_checkpoint(
 
 @contextmanager
 def deferred_sigint():
-    """Hold a SIGINT until the block ends, then raise KeyboardInterrupt as usual."""
-    if threading.current_thread() is not threading.main_thread():
+    """Hold a SIGINT until the block ends, then raise KeyboardInterrupt as usual. A process
+    that ignores SIGINT (started as a background job of a shell script) keeps ignoring it."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
         yield
         return
     received = []

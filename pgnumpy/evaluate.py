@@ -34,18 +34,30 @@ from pgnumpy.fileio import atomic_write  # noqa: E402
 def run_episodes(agent: Agent, episodes: int, seed: int, deterministic: bool = True,
                  render: bool = False) -> tuple[list[float], list[np.ndarray]]:
     """Returns of `episodes` episodes (env seeds seed, seed+1, ...), and the first one's frames."""
-    env = gym.make(agent.config["env_id"], render_mode="rgb_array" if render else None)
+    env_id = agent.config["env_id"]
+    try:  # render_mode only when rendering: a user's env need not take the argument
+        env = gym.make(env_id, **({"render_mode": "rgb_array"} if render else {}))
+    except Exception as e:
+        raise UserError(f"env {env_id!r} could not be created{' for rendering' if render else ''}"
+                        f": {type(e).__name__}: {' '.join(str(e).split())}") from None
     rng = np.random.default_rng(seed)
     returns, frames = [], []
     for k in range(episodes):
-        obs, _ = env.reset(seed=seed + k)
-        ret, done = 0.0, False
-        while not done:
-            if render and k == 0:
-                frames.append(env.render())
-            obs, r, term, trunc, _ = env.step(agent.act(obs, deterministic, rng))
-            ret += float(r)
-            done = term or trunc
+        t = 0
+        try:
+            obs, _ = env.reset(seed=seed + k)
+            ret, done = 0.0, False
+            while not done:
+                if render and k == 0:
+                    frames.append(env.render())
+                obs, r, term, trunc, _ = env.step(agent.act(obs, deterministic, rng))
+                ret += float(r)
+                done, t = term or trunc, t + 1
+        except UserError:
+            raise
+        except Exception as e:  # the env's own failure: which env, which episode and step
+            raise UserError(f"env {env_id!r} failed in evaluation episode {k} at step {t}: "
+                            f"{type(e).__name__}: {' '.join(str(e).split())}") from None
         returns.append(ret)
     env.close()
     return returns, frames

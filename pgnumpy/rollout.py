@@ -15,6 +15,7 @@ step, including a time-limit truncation; termination zeroes it inside the kernel
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -48,13 +49,17 @@ def env_spec(env_id: str):
     """gymnasium's spec for env_id (importing the module of a `module:EnvId` id), or UserError."""
     if not isinstance(env_id, str):
         raise UserError(f"env id must be a string, got {env_id!r}")
+    module = env_module(env_id)
+    if module is not None:  # gym.make imports it too, but gym.spec does not
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # the user's module: its error, in one line
+            raise UserError(f"env {env_id!r}: importing {module!r} failed: "
+                            f"{type(e).__name__}: {' '.join(str(e).split())}") from None
     try:
-        return gym.spec(env_id)
+        return gym.spec(env_id.split(":", 1)[-1])
     except gym.error.Error as e:
         raise UserError(f"unknown env id {env_id!r}: {e}") from None
-    except Exception as e:  # the user's env module failed to import: its error, in one line
-        raise UserError(f"env {env_id!r}: importing {env_module(env_id)!r} failed: "
-                        f"{type(e).__name__}: {e}") from None
 
 
 def make_env(env_id: str, num_envs: int = 1) -> gym.vector.VectorEnv:
