@@ -150,8 +150,9 @@ class _Unreadable(Exception):
 
 
 def _one_line(x, limit: int = 120) -> str:
-    """A message fragment safe to print: one line, bounded length (a crafted value can be huge)."""
-    s = " ".join(str(x).split())
+    """A message fragment safe to print: one line, bounded length (a crafted value can be huge);
+    an exception without a message is named by its type."""
+    s = " ".join(str(x).split()) or (type(x).__name__ if isinstance(x, BaseException) else "")
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
@@ -185,7 +186,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path} is not a readable checkpoint (truncated or foreign file): {_one_line(e)}"
         ) from None
     except (zipfile.BadZipFile, zlib.error, struct.error, EOFError, OSError, ValueError,
-            NotImplementedError, RuntimeError, OverflowError, RecursionError) as e:
+            NotImplementedError, RuntimeError, OverflowError) as e:  # RecursionError too
         if isinstance(e, UserError):
             raise
         raise UserError(
@@ -372,17 +373,16 @@ def _check_config(config):
 
 
 def _check_rng_state(field: str, state) -> None:
-    """A PCG64 state (what default_rng makes) that numpy accepts and reads back unchanged:
-    numpy silently truncates some bad values (a float increment), raises on others."""
+    """A PCG64 state (what default_rng makes) that numpy accepts and reads back unchanged: numpy
+    raises on some bad values (a negative or too large int), silently truncates others (a float
+    increment) and keeps a has_uint32 that is neither 0 nor 1."""
     ok = (isinstance(state, dict) and state.get("bit_generator") == "PCG64"
-          and state.get("has_uint32") in (0, 1) and _is_int(state.get("uinteger"), 0, 2**32 - 1)
-          and isinstance(state.get("state"), dict)
-          and all(_is_int(state["state"].get(k), 0, 2**128 - 1) for k in ("state", "inc")))
+          and _is_int(state.get("has_uint32"), 0, 1))
     if ok:
         bg = np.random.PCG64()
         try:
             bg.state = copy.deepcopy(state)
-            ok = bg.state == state
+            ok = json.dumps(bg.state, sort_keys=True) == json.dumps(state, sort_keys=True)
         except (TypeError, ValueError, KeyError, OverflowError):
             ok = False
     _expect(ok, field, "a numpy PCG64 state", state)

@@ -177,6 +177,8 @@ FIELD_CASES = [
     ("rng-huge", _set("rngs", "act", "state", "state", 2**130), "bad field 'rngs/act'"),
     ("rng-float-inc", _set("rngs", "act", "state", "inc", 2.5), "bad field 'rngs/act'"),
     ("rng-has-uint32", _set("rngs", "act", "has_uint32", 7), "bad field 'rngs/act'"),
+    ("rng-uinteger-float", _set("rngs", "act", "uinteger", 0.0), "bad field 'rngs/act'"),
+    ("rng-no-state", _drop("rngs", "act", "state"), "bad field 'rngs/act'"),
     ("rng-not-dict", _set("rngs", "minibatch", 3), "bad field 'rngs/minibatch'"),
     # extras
     ("extra-list", _set("extra", []), "bad field 'extra': expected a dict"),
@@ -363,11 +365,11 @@ def test_a_compressed_entry_a_zip_bomb_is_refused_unread(good, tmp_path):
 def test_a_directory_claiming_more_bytes_than_the_file_holds_is_refused(good, tmp_path):
     data = bytearray(good.read_bytes())
     cd = data.index(b"PK\x01\x02")  # the first central-directory entry: patch its sizes
-    struct.pack_into("<II", data, cd + 20, 2**31, 2**31)  # compressed and uncompressed size
+    struct.pack_into("<II", data, cd + 20, 2**29, 2**29)  # compressed and uncompressed size
     path = tmp_path / "lie" / "checkpoint.npz"
     path.parent.mkdir()
     path.write_bytes(bytes(data))
-    assert "claims 2147483648 bytes (2147483648 stored) in a file of" in one_line_error(path)
+    assert "claims 536870912 bytes (536870912 stored) in a file of" in one_line_error(path)
 
 
 def test_an_entry_over_the_absolute_cap_is_refused(good, monkeypatch):
