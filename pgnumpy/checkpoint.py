@@ -28,7 +28,7 @@ import struct
 import threading
 import zipfile
 import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +98,15 @@ def save_checkpoint(
                 f.write(buf.getbuffer())
             os.replace(tmp, path)
         except BaseException as e:
-            tmp.unlink(missing_ok=True)  # a partial temp file is useless: never leave it behind
+            with suppress(OSError):  # a partial temp file is useless: never leave it behind
+                tmp.unlink()
             if not isinstance(e, OSError):
                 raise
             what = e.strerror or errno.errorcode.get(e.errno or 0, "") or str(e)
+            fix = "free some disk space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
             raise UserError(
                 f"could not write the checkpoint {path} ({_one_line(what)}); the last good "
-                "checkpoint is kept: free some disk space, then continue with --resume"
+                f"checkpoint is kept: {fix}, then continue with --resume {path.parent}"
             ) from None
 
 
