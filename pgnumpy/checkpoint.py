@@ -27,7 +27,6 @@ import signal
 import struct
 import threading
 import zipfile
-import zlib
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -187,7 +186,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise UserError(
             f"{path} is not a readable checkpoint (truncated or foreign file): {_one_line(e)}"
         ) from None
-    except (zipfile.BadZipFile, zlib.error, struct.error, EOFError, OSError, ValueError,
+    except (zipfile.BadZipFile, struct.error, EOFError, OSError, ValueError,
             NotImplementedError, RuntimeError, OverflowError) as e:  # RecursionError too
         if isinstance(e, UserError):
             raise
