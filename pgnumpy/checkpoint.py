@@ -418,6 +418,16 @@ def _check_extra(extra, cfg) -> None:
                 "extra/rew_scale", "finite mean, var >= 0, count >= 0", d)
 
 
+def check_obs_norm_dim(ckpt: dict, obs_dim: int) -> None:
+    """Raise UserError unless the checkpoint's observation statistics (if any) are obs_dim long;
+    for callers that build a policy without restore (pgnumpy.api.load)."""
+    obs_norm = ckpt["extra"].get("obs_norm")
+    if obs_norm is not None and len(obs_norm["mean"]) != obs_dim:
+        who = f"checkpoint {ckpt.path}" if isinstance(ckpt, Checkpoint) else "checkpoint"
+        raise UserError(f"{who}: observation statistics of length {len(obs_norm['mean'])}, "
+                        f"expected {obs_dim}: different env?")
+
+
 def restore(ckpt: dict, *, nets: dict, opts: dict, rngs: dict, runner) -> tuple[int, float]:
     """Load a checkpoint's state into freshly built objects; return (next epoch, wall seconds).
 
@@ -447,12 +457,9 @@ def restore(ckpt: dict, *, nets: dict, opts: dict, rngs: dict, runner) -> tuple[
         if state is None or state.get("bit_generator") != type(g.bit_generator).__name__:
             raise UserError(f"{who}: no {type(g.bit_generator).__name__} state "
                             f"for the generator {name!r}: different algorithm?")
-    policy = nets.get("policy")
-    sizes = getattr(getattr(policy, "net", None), "sizes", None)
-    obs_norm = ckpt["extra"].get("obs_norm")
-    if obs_norm is not None and sizes is not None and len(obs_norm["mean"]) != sizes[0]:
-        raise UserError(f"{who}: observation statistics of length "
-                        f"{len(obs_norm['mean'])}, expected {sizes[0]}: different env?")
+    sizes = getattr(getattr(nets.get("policy"), "net", None), "sizes", None)
+    if sizes is not None:
+        check_obs_norm_dim(ckpt, sizes[0])
     # every check passed: only now change the objects
     for name, net in nets.items():
         net.params[:] = ckpt[f"net/{name}"]

@@ -280,6 +280,13 @@ def test_what_only_the_built_networks_can_check_is_checked_before_training(
     assert "\n" not in str(e.value)
 
 
+def test_observation_statistics_of_another_length_are_refused_for_api_callers(good):
+    ck = load_checkpoint(good)
+    checkpoint.check_obs_norm_dim(ck, 3)  # Pendulum's observations
+    with pytest.raises(UserError, match="observation statistics of length 3, expected 4"):
+        checkpoint.check_obs_norm_dim(ck, 4)
+
+
 def test_resume_of_a_crafted_checkpoint_is_one_line_on_the_cli(good, tmp_path, capsys):
     path = craft(good, tmp_path, _array("net/policy", _nan_at_0))
     assert main(["--resume", str(path.parent)]) == 2
