@@ -233,14 +233,15 @@ def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
     or unicode dtype (never object: no pickle) and shape x itemsize equal to the bytes there."""
     data = zf.read(info)  # bounded by _check_members; zipfile checks the CRC
     f = io.BytesIO(data)
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    else:
-        raise _Unreadable(f"entry {info.filename!r} has .npy version {version}")
     name = info.filename
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise _Unreadable(f"entry {name!r} has .npy version {version}")
+    read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
+    try:
+        shape, fortran, dtype = read_header(f)
+    except Exception as e:  # numpy's header parser raises assorted types (tokenize's TokenError)
+        raise _Unreadable(f"entry {name!r} has a bad .npy header ({_one_line(e)})") from None
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or (
         dtype.kind not in "fiU"
     ):

@@ -394,6 +394,9 @@ def test_an_entry_over_the_absolute_cap_is_refused(good, monkeypatch):
     ("net/policy.npy", _npy_header((-4,), "<f4"), "not a readable checkpoint"),
     ("net/policy.npy", _npy_header((2,), "|V8") + bytes(16), "not a plain number"),
     ("net/policy", b"hello", "entry 'net/policy' is not a .npy array"),
+    # an unclosed brace: numpy's header parser raises tokenize's TokenError, not a ValueError
+    ("episode_returns.npy", b"\x93NUMPY\x01\x00\x37\x00{'descr': '<f8', " + b" " * 37 + b"\n",
+     "entry 'episode_returns.npy' has a bad .npy header"),
 ])
 def test_malformed_entries_are_one_line_errors(good, tmp_path, name, data, message):
     assert message in one_line_error(_with_member(good, tmp_path, name, data))
