@@ -116,8 +116,6 @@ def load(run_dir: str | Path, import_module: str | None = None) -> Agent:
     policy = build_policy(config)
     if ckpt["net/policy"].shape != policy.params.shape:
         raise UserError(f"checkpoint in {run_dir} does not match its config's network")
-    if not np.isfinite(ckpt["net/policy"]).all():
-        raise UserError(f"checkpoint in {run_dir} holds NaN or inf policy parameters")
     policy.params[:] = ckpt["net/policy"]
     obs_norm = None
     if "obs_norm" in ckpt["extra"]:

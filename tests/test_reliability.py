@@ -370,7 +370,8 @@ def test_evaluate_on_non_finite_parameters(small_run, tmp_path, capsys):
         arrays = {k: z[k] for k in z.files}
     arrays["net/policy"][3] = np.nan
     np.savez(run / "checkpoint.npz", **arrays)
-    assert "NaN or inf" in one_line(evaluate_main([str(run)]), capsys)
+    assert "holds NaN/inf parameters in network 'policy'" in one_line(evaluate_main([str(run)]),
+                                                                      capsys)
 
 
 def test_bench_refuses_what_it_cannot_run_or_would_ignore(capsys):
