@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from pgnumpy.algos.common import TrainResult
-from pgnumpy.checkpoint import load_checkpoint
+from pgnumpy.checkpoint import check_obs_norm_dim, load_checkpoint
 from pgnumpy.errors import UserError
 from pgnumpy.logger import Logger
 from pgnumpy.normalize import ObsNorm
@@ -27,7 +27,8 @@ from pgnumpy.rollout import check_run_env, env_spec
 
 def train(config, out: str | Path | None = None, quiet: bool = True) -> TrainResult:
     """Train with the algorithm the config belongs to; with `out`, write a run directory too."""
-    from pgnumpy.train import ALGOS, run
+    from pgnumpy.algos import ALGOS
+    from pgnumpy.train import run
 
     algo = next((name for name, (cls, _) in ALGOS.items() if isinstance(config, cls)), None)
     if algo is None:
@@ -114,6 +115,7 @@ def load(run_dir: str | Path, import_module: str | None = None) -> Agent:
     check_config_json(Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent, config)
     check_run_env(config["env_id"], import_module, str(run_dir))
     policy = build_policy(config)
+    check_obs_norm_dim(ckpt, policy.net.sizes[0])
     if ckpt["net/policy"].shape != policy.params.shape:
         raise UserError(f"checkpoint in {run_dir} does not match its config's network")
     policy.params[:] = ckpt["net/policy"]

@@ -356,7 +356,7 @@ def _check_config(config):
     there) and say what the extras are for; returns the built config."""
     _expect(isinstance(config, dict) and all(isinstance(k, str) for k in config), "config",
             "a dict of hyperparameters", config)
-    from pgnumpy.train import ALGOS  # here: pgnumpy.train imports this module
+    from pgnumpy.algos import ALGOS  # here: the algorithms import this module
 
     rest = dict(config)
     algo = rest.pop("algo", None)

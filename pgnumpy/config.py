@@ -59,6 +59,12 @@ def check_choice(name: str, value, choices: Sequence[str]) -> None:
         raise UserError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
+def check_bool(cfg, *names: str) -> None:
+    for name in names:
+        if not isinstance(getattr(cfg, name), bool):
+            raise UserError(f"{name} must be True or False, got {getattr(cfg, name)!r}")
+
+
 def check_str(name: str, value) -> None:
     if not isinstance(value, str) or not value:
         raise UserError(f"{name} must be a non-empty string, got {value!r}")

@@ -419,7 +419,8 @@ def test_configs_take_numpy_scalars_and_name_wrong_types():
     for kw, message in [({"lr": "0.1"}, "lr must be in"), ({"hidden": "abc"}, "hidden must be"),
                         ({"env_id": 5}, "env_id must be a non-empty string"),
                         ({"variant": ["clip"]}, "variant must be one of"),
-                        ({"num_envs": 2.5}, "num_envs must be an integer")]:
+                        ({"num_envs": 2.5}, "num_envs must be an integer"),
+                        ({"norm_obs": "yes"}, "norm_obs must be True or False")]:
         with pytest.raises(UserError, match=message):
             ppo.PPOConfig(**kw)
     with pytest.raises(UserError, match="unknown phi"):
@@ -462,3 +463,26 @@ def test_api_and_cli_give_the_same_parameters_bit_for_bit_whatever_the_thread_en
              for line in (tmp_path / "a" / "progress.csv").read_text().splitlines()]
     assert strip == [line.split(",")[:2] + line.split(",")[3:]
                      for line in (tmp_path / "c" / "progress.csv").read_text().splitlines()]
+
+
+def test_resume_and_load_check_the_normalisers_against_the_checkpoint(tmp_path):
+    """A config asking for statistics the checkpoint does not hold, or statistics of the wrong
+    length for the policy's input: one UserError, not a KeyError or a shape error later."""
+    run = tmp_path / "r"
+    api_train(ppo.PPOConfig(env_id="Pendulum-v1", norm_obs=True, num_envs=2, steps_per_env=64,
+                            total_steps=256, hidden=(8,), target_return=float("inf")), out=run)
+    plain = tmp_path / "p"
+    api_train(ppo.PPOConfig(total_steps=256, num_envs=2, steps_per_env=64, hidden=(8,)),
+              out=plain)
+    with pytest.raises(UserError, match="norm_obs=True, but the checkpoint holds no obs_norm"):
+        ppo.train(ppo.PPOConfig(total_steps=512, num_envs=2, steps_per_env=64, hidden=(8,),
+                                norm_obs=True), resume=load_checkpoint(plain))
+    with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    for key in ("mean", "var"):
+        meta["extra"]["obs_norm"][key] = meta["extra"]["obs_norm"][key][:2]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(run / "checkpoint.npz", **arrays)
+    with pytest.raises(UserError, match="observation statistics of length 2, expected 3"):
+        load(run)

@@ -59,6 +59,7 @@ from pgnumpy.algos.common import (
 )
 from pgnumpy.checkpoint import restore
 from pgnumpy.config import (
+    check_bool,
     check_choice,
     check_hidden,
     check_int,
@@ -156,6 +157,7 @@ class PPOConfig:
         construction cannot skip this."""
         plain(self)
         check_str("env_id", self.env_id)
+        check_bool(self, "anneal_lr", "clip_vf", "norm_obs", "norm_rew")
         self.hidden = check_hidden("hidden", self.hidden)
         check_choice("variant", self.variant, ("clip", "kl"))
         check_choice("activation", self.activation, ("tanh", "relu"))
@@ -212,6 +214,11 @@ def train(
     if resume is not None:
         first, wall0 = restore(resume, nets=nets, opts=opts, rngs=rngs, runner=runner)
         beta = resume["extra"]["beta"]
+        for name, flag, on in (("obs_norm", "norm_obs", obs_norm), ("rew_scale", "norm_rew",
+                                                                   rew_scale)):
+            if on is not None and name not in resume["extra"]:
+                raise UserError(f"{flag}=True, but the checkpoint holds no {name} statistics: "
+                                f"resume with the config the run was trained with")
         if obs_norm is not None:
             obs_norm.load(resume["extra"]["obs_norm"])
         if rew_scale is not None:

@@ -50,6 +50,7 @@ from pgnumpy.algos.common import (
 )
 from pgnumpy.checkpoint import restore
 from pgnumpy.config import (
+    check_bool,
     check_choice,
     check_hidden,
     check_int,
@@ -93,6 +94,7 @@ class VPGConfig:
         construction cannot skip this."""
         plain(self)
         check_str("env_id", self.env_id)
+        check_bool(self, "norm_adv")
         self.hidden = check_hidden("hidden", self.hidden)
         check_phi(self.phi)
         check_choice("activation", self.activation, ("tanh", "relu"))
