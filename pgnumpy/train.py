@@ -28,7 +28,7 @@ import time  # noqa: E402
 import typing  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from pgnumpy.algos import ppo, simple_pg, vpg  # noqa: E402
+from pgnumpy.algos import ppo, simple_pg, trpo, vpg  # noqa: E402
 from pgnumpy.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from pgnumpy.errors import UserError  # noqa: E402
 from pgnumpy.logger import Logger  # noqa: E402
@@ -36,6 +36,7 @@ from pgnumpy.logger import Logger  # noqa: E402
 ALGOS = {
     "ppo": (ppo.PPOConfig, ppo.train),
     "vpg": (vpg.VPGConfig, vpg.train),
+    "trpo": (trpo.TRPOConfig, trpo.train),
     "simple_pg": (simple_pg.SimplePGConfig, simple_pg.train),
 }
 DEFAULT_ALGO = "ppo"  # the fastest reliable configuration on CartPole-v1 (README)
