@@ -391,13 +391,15 @@ def test_a_rejected_step_keeps_theta_old_and_the_row_says_so(monkeypatch):
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_every_accepted_update_stays_inside_the_trust_region(env_id, monkeypatch):
     """After each real update, KL(pi_old || pi_new) averaged over the batch's states, recomputed
-    from the two parameter vectors, is <= delta (and > 0: a step was taken)."""
+    from the two parameter vectors, is <= delta (and > 0: a step was taken). Undamped, the
+    quadratic model underestimates the KL of the full step here (seen: 1.1-8x delta on both
+    envs), so the line search's KL rule is what holds the bound: some iterations backtrack."""
     batches, thetas = [], []
     real_collect = trpo.collect
     monkeypatch.setattr(trpo, "collect", lambda *a, **k: batches.append(real_collect(*a, **k))
                         or batches[-1])
     cfg = TRPOConfig(env_id=env_id, num_envs=2, steps_per_env=256, total_steps=2048,
-                     delta=0.02, target_return=float("inf"), hidden=(16,))
+                     delta=0.02, damping=0.0, target_return=float("inf"), hidden=(16,))
     r = trpo.train(cfg, on_epoch=lambda e, s: thetas.append(s["nets"]["policy"].params.copy()))
     pol = r.policy
     theta0 = trpo.make_policy(trpo.make_env(env_id, 2), (16,), "tanh",
@@ -411,6 +413,7 @@ def test_every_accepted_update_stays_inside_the_trust_region(env_id, monkeypatch
         kl = float(old.kl(new).mean())
         assert row["accepted"] == 1 and 0 < kl <= cfg.delta
         assert kl == pytest.approx(row["kl"], rel=1e-9)
+    assert any(row["backtracks"] > 0 for row in r.history)
 
 
 def test_cartpole_learns_in_a_short_run():
