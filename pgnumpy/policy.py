@@ -82,8 +82,9 @@ class CategoricalPolicy:
     ) -> np.ndarray:
         """F v = sum_i w_i J_i^T M_i J_i v, J_i = d logits_i / d params, M_i = diag(p_i) - p_i p_i^T
         (TRPO.5, CAT.7): the Fisher of the policy averaged over the batch's states (w_i = 1/n by
-        default; `weights` for an exact expectation over states). `cache` and `dist` are those
-        of `dist(obs)` at the parameters where F is taken."""
+        default; `weights` for an exact expectation over states, TRPO.10). It is the Hessian of
+        the mean KL(pi_old || pi) at theta_old (TRPO.4). `cache` and `dist` are those of
+        `dist(obs)` at the parameters where F is taken."""
         w = np.full(len(dist.probs), 1.0 / len(dist.probs)) if weights is None else weights
         u = dist.fisher_vp(self.net.jvp(cache, v))  # M J v   (MLP.4-6, CAT.7)
         grad, _ = self.net.backward(cache, (w[:, None] * u).astype(self.net.dtype, copy=False))
@@ -169,7 +170,7 @@ class GaussianPolicy:
     def fisher_vp(
         self, cache: list, dist: DiagGaussian, v: np.ndarray, weights: np.ndarray | None = None
     ) -> np.ndarray:
-        """F v = sum_i w_i J_i^T M_i J_i v over (mean_i, log_std)   (TRPO.5, GAU.6).
+        """F v = sum_i w_i J_i^T M_i J_i v over (mean_i, log_std)   (TRPO.4, TRPO.5, GAU.6).
 
         The mean's Jacobian is the MLP's (MLP.4-6); log_std is the same parameter for every
         sample, so its J_i is the identity and its J_i^T a sum over the batch, as in backward."""

@@ -180,6 +180,9 @@ def natural_step(fvp: Callable[[np.ndarray], np.ndarray], g: np.ndarray, delta: 
                  cg_iters: int, damping: float) -> tuple[np.ndarray, np.ndarray, float]:
     """(full step s, natural direction x, predicted gain g^T s)   (TRPO.6, TRPO.7, TRPO.8).
 
+    Given the exact gradient and an exactly weighted Fisher product (damping 0, enough CG
+    iterations) x is the exact natural gradient (TRPO.10).
+
     x ~ (F + damping I)^-1 g by CG; s = sqrt(2 delta / x^T (F + damping I) x) x puts the
     quadratic model of the mean KL, s^T F s / 2, at delta (at most: the damped product is the
     larger, so the model KL of s is <= delta). The damped product is the matrix CG solved with.
@@ -217,9 +220,10 @@ def line_search(evaluate: Callable[[np.ndarray], tuple[float, float]], theta_old
 def train(
     cfg: TRPOConfig, logger: Logger | None = None, on_epoch=None, resume: dict | None = None
 ) -> TrainResult:
-    """Train; `on_epoch(epoch, state)` after each iteration (checkpointing); `resume` a loaded
-    checkpoint. result.timers: seconds spent in rollouts, the gradient and CG, the line search
-    and the critic fit."""
+    """Train: each iteration one step on the KL-constrained problem (TRPO.1) from the batch's
+    gradient (TRPO.3). `on_epoch(epoch, state)` after each iteration (checkpointing); `resume` a
+    loaded checkpoint. result.timers: seconds spent in rollouts, the gradient and CG, the line
+    search and the critic fit."""
     logger = logger or Logger(quiet=True)
     init_rng, act_rng = np.random.default_rng(cfg.seed).spawn(2)
     env = make_env(cfg.env_id, cfg.num_envs)
