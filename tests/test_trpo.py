@@ -417,11 +417,12 @@ def test_every_accepted_update_stays_inside_the_trust_region(env_id, monkeypatch
 
 
 def test_cartpole_learns_in_a_short_run():
-    """Fixed seed, 16 iterations of 2048 steps: CartPole from ~20 to past 150."""
+    """Fixed seed, 16 iterations of 2048 steps: CartPole from ~20 to past 150 (seen with the
+    defaults, seeds 0-4: from 18-21 to 187-225; seed 0: 189)."""
     r = trpo.train(TRPOConfig(total_steps=16 * 2048, seed=0, target_return=float("inf")))
     first, last = r.history[0]["ep_return_mean"], r.history[-1]["ep_return_mean"]
     assert first < 40 and last > 150, (first, last)
-    assert all(h["kl"] <= 0.01 for h in r.history)
+    assert all(h["kl"] <= TRPOConfig.delta for h in r.history)
     assert set(r.timers) == {"rollout", "gradient_cg", "line_search", "critic"}
 
 

@@ -67,8 +67,11 @@ from pgnumpy.phi import next_values, phi
 from pgnumpy.policy import ValueCritic, make_policy
 from pgnumpy.rollout import Runner, collect, make_env
 
-# Tuned settings per env, applied by `python -m pgnumpy.train --algo trpo --env ID` under the
-# flags given (the dataclass defaults are CartPole-v1's).
+# The dataclass defaults are CartPole-v1's, chosen over seeds 0-4 for reliable solves: 32 envs x
+# 64 steps, delta 0.02, gamma 0.98, lambda 0.9 solved 5/5 in 75-102k steps (delta 0.01-0.05,
+# 8-32 envs and gamma 0.99 / lambda 0.95 were slower or had a seed past 130k). Other envs get
+# the settings below, applied by `python -m pgnumpy.train --algo trpo --env ID` under the flags
+# given (and by `TRPOConfig(**PRESETS[env_id])` in Python).
 PRESETS: dict[str, dict] = {
     "Pendulum-v1": dict(
         env_id="Pendulum-v1",
@@ -104,18 +107,18 @@ class TRPOConfig:
     env_id: str = "CartPole-v1"
     hidden: tuple[int, ...] = (32, 32)
     activation: str = "tanh"
-    delta: float = 0.01
+    delta: float = 0.02
     cg_iters: int = 10
     damping: float = 0.1
     backtrack_coef: float = 0.8
     backtrack_iters: int = 10
     vf_lr: float = 1e-2
     vf_iters: int = 20
-    num_envs: int = 8
-    steps_per_env: int = 256
+    num_envs: int = 32
+    steps_per_env: int = 64
     total_steps: int = 300_000
-    gamma: float = 0.99
-    lam: float = 0.95
+    gamma: float = 0.98
+    lam: float = 0.9
     norm_adv: bool = True
     norm_obs: bool = False
     seed: int = 0
