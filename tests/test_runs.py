@@ -178,7 +178,7 @@ def test_trpo_same_seed_same_run_in_process_and_across_processes(tmp_path):
     ck = [load_checkpoint(r) for r in runs]
     np.testing.assert_array_equal(ck[0]["net/policy"], ck[1]["net/policy"])
     np.testing.assert_array_equal(ck[0]["net/policy"], a.policy.params)
-    assert ck[0]["config"]["algo"] == "trpo" and set(ck[0]["rngs"]) == {"act"}
+    assert ck[0]["config"]["algo"] == "trpo" and set(ck[0]["rngs"]) == {"act", "critic"}
     c = trpo.train(trpo.TRPOConfig(**(cfg | {"seed": 4})))
     assert not np.array_equal(c.policy.params, a.policy.params)  # the seed matters
 

@@ -288,17 +288,20 @@ def test_direction_from_the_exact_gradient_is_the_exact_natural_gradient(seed):
 SCRIPTS = [[(3, "term"), (5, "trunc")], [(4, "trunc"), (2, "term")], [(7, "term")]]
 
 
-def test_train_feeds_the_pieces_what_the_maths_says(monkeypatch):
+@pytest.mark.parametrize("vf_minibatches, norm_rew", [(1, False), (3, True)])
+def test_train_feeds_the_pieces_what_the_maths_says(monkeypatch, vf_minibatches, norm_rew):
     """On a scripted env with terminations, truncations and cuts: the advantages the gradient
     sees are normalised GAE (reference: an explicit sum per episode, tests/reference.py) of V
     before the fit, bootstrapped with V of the final observation at truncations; g is the
     surrogate's gradient at theta_old (central differences); the critic's targets are the
-    bootstrapped reward-to-go."""
-    seen = {"batch": [], "adv": [], "step": [], "fit": [], "policy": [], "fresh": False}
+    bootstrapped reward-to-go, full-batch or in shuffled minibatches that cover the batch once
+    per pass; with reward scaling, both see the scaled rewards."""
+    seen = {"batch": [], "adv": [], "step": [], "fit": [], "policy": [], "fresh": False,
+            "rew": []}
     gamma, lam = 0.9, 0.8
     real_make_policy, real_collect = trpo.make_policy, trpo.collect
     real_natural_step, real_fit = trpo.natural_step, trpo.fit_critic
-    real_surrogate = trpo.surrogate
+    real_surrogate, real_rew_scale = trpo.surrogate, trpo.RewScale
 
     def make_policy(*a, **k):
         seen["policy"].append(real_make_policy(*a, **k))
@@ -307,7 +310,13 @@ def test_train_feeds_the_pieces_what_the_maths_says(monkeypatch):
     def collect(*a, **k):
         seen["batch"].append(real_collect(*a, **k))
         seen["fresh"] = True
+        seen["fit"].append([])
         return seen["batch"][-1]
+
+    class RewScale(real_rew_scale):
+        def __call__(self, *a):
+            seen["rew"].append(super().__call__(*a))
+            return seen["rew"][-1]
 
     def surr(logp, logp_old, adv):
         if seen["fresh"]:  # an iteration's first surrogate is the gradient's, at theta_old
@@ -325,46 +334,67 @@ def test_train_feeds_the_pieces_what_the_maths_says(monkeypatch):
         return real_natural_step(fvp, g, *a)
 
     def fit_critic(critic, opt, iters, obs, target):
-        b = seen["batch"][-1]
-        T, N = b.rew.shape
-        val = critic(b.obs.reshape(T * N, -1)).reshape(T, N)
-        next_val = np.concatenate([val[1:], critic(b.last_obs)[None]])
-        frozen = copy.deepcopy(critic)  # V as the targets saw it, before this fit
-        seen["fit"].append((obs.copy(), target.copy(), val, next_val, iters, frozen))
+        calls = seen["fit"][-1]
+        if not calls:  # V as the advantages and targets saw it: before this iteration's fit
+            b = seen["batch"][-1]
+            T, N = b.rew.shape
+            val = critic(b.obs.reshape(T * N, -1)).reshape(T, N)
+            next_val = np.concatenate([val[1:], critic(b.last_obs)[None]])
+            seen["v"] = (val, next_val, copy.deepcopy(critic))
+        calls.append((obs.copy(), target.copy(), iters) + seen["v"])
         return real_fit(critic, opt, iters, obs, target)
 
     monkeypatch.setattr(trpo, "make_env", lambda env_id, n: ScriptedVecEnv(SCRIPTS))
     for name, f in [("make_policy", make_policy), ("collect", collect), ("surrogate", surr),
-                    ("natural_step", natural_step), ("fit_critic", fit_critic)]:
+                    ("natural_step", natural_step), ("fit_critic", fit_critic),
+                    ("RewScale", RewScale)]:
         monkeypatch.setattr(trpo, name, f)
     cfg = TRPOConfig(num_envs=3, steps_per_env=8, total_steps=3 * 24, hidden=(4,), gamma=gamma,
-                     lam=lam, vf_iters=3, target_return=float("inf"))
+                     lam=lam, vf_iters=2, vf_minibatches=vf_minibatches, norm_rew=norm_rew,
+                     target_return=float("inf"))
     r = trpo.train(cfg)
-    assert len(r.history) == 3 and len(seen["fit"]) == 3
+    assert len(r.history) == 3 and len(seen["fit"]) == 3 and len(seen["rew"]) == 3 * norm_rew
     n_trunc = 0
     for it, b in enumerate(seen["batch"]):
         m = b.valid
-        obs, target, val, next_val, iters, critic = seen["fit"][it]
-        adv = seen["adv"][it]
-        ref = gae_ref(b.rew, val, next_val, b.term, b.trunc, gamma, lam)[m]
+        calls = seen["fit"][it]
+        assert len(calls) == (1 if vf_minibatches == 1 else cfg.vf_iters * vf_minibatches)
+        _, _, _, val, next_val, critic = calls[0]
+        rew = seen["rew"][it] if norm_rew else b.rew
+        if norm_rew:
+            assert not np.allclose(rew[m], b.rew[m])  # the scale is not 1 by accident
+        ref = gae_ref(rew, val, next_val, b.term, b.trunc, gamma, lam)[m]
         ref = (ref - ref.mean()) / (ref.std() + 1e-8)
-        np.testing.assert_allclose(adv, ref, rtol=1e-6, atol=1e-6)
-        np.testing.assert_array_equal(obs, b.obs[m])
-        np.testing.assert_allclose(target, reward_to_go_ref(b.rew, b.term, b.trunc, next_val,
-                                                            gamma)[m], rtol=1e-6, atol=1e-6)
-        assert iters == 3
-        # the bootstrap, spelled out: a truncation's target is r + gamma V(its final obs)
+        np.testing.assert_allclose(seen["adv"][it], ref, rtol=1e-6, atol=1e-6)
+        rtg = reward_to_go_ref(rew, b.term, b.trunc, next_val, gamma)[m]
+        for p in range(2):  # each pass covers every valid step exactly once
+            passed = calls[p * vf_minibatches:(p + 1) * vf_minibatches]
+            assert all(c[2] == (cfg.vf_iters if vf_minibatches == 1 else 1) for c in passed)
+            obs = np.concatenate([c[0] for c in passed])
+            target = np.concatenate([c[1] for c in passed])
+            order = np.lexsort(obs.T)  # rows are unique: (episode, step, sub-env, final)
+            want = np.lexsort(b.obs[m].T)
+            np.testing.assert_array_equal(obs[order], b.obs[m][want])
+            np.testing.assert_allclose(target[order], rtg[want], rtol=1e-6, atol=1e-6)
+            if vf_minibatches == 1:
+                break
+        target = calls[0][1] if vf_minibatches == 1 else None
+        # the bootstrap, spelled out (full batch, where the targets are in batch order): a
+        # truncation's target is r + gamma V(its final obs), a termination's is r
         T = b.rew.shape[0]
         for t, i in zip(*np.nonzero(b.trunc)):
             final = b.obs[t + 1, i] if t + 1 < T else b.last_obs[i]
             assert final[3] == 1.0  # the scripted env marks final observations
+            n_trunc += 1
+            if target is None:
+                continue
             k = int(np.flatnonzero(m.ravel()).searchsorted(t * b.rew.shape[1] + i))
             v_final = float(critic(final[None])[0])
-            assert target[k] == pytest.approx(b.rew[t, i] + gamma * v_final, rel=1e-6)
-            n_trunc += 1
+            assert target[k] == pytest.approx(rew[t, i] + gamma * v_final, rel=1e-6)
         for t, i in zip(*np.nonzero(b.term)):
-            k = int(np.flatnonzero(m.ravel()).searchsorted(t * b.rew.shape[1] + i))
-            assert target[k] == b.rew[t, i]  # no bootstrap after a termination
+            if target is not None:
+                k = int(np.flatnonzero(m.ravel()).searchsorted(t * b.rew.shape[1] + i))
+                assert target[k] == rew[t, i]  # no bootstrap after a termination
         g, fd = seen["step"][it]
         assert norm_rel_error(g, fd) < 1e-7
     assert n_trunc >= 2

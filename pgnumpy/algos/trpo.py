@@ -13,8 +13,9 @@ hold for the real L and KL, not their approximations (TRPO.9). See derivations/1
 One iteration: step N sub-envs T times with the current policy; V on the batch; GAE advantages
 (GAE.2), bootstrapped at truncations and at the cut, normalised; g = grad L at theta_old; x by
 `cg_iters` CG iterations on (F + damping I) x = g; the full step and the line search; then V fit
-by `vf_iters` full-batch Adam steps on the bootstrapped reward-to-go (VAL.1), as in VPG. The
-policy is float64 throughout (its CG and Fisher products in float64 too); the critic float32.
+by Adam on the bootstrapped reward-to-go (VAL.1): `vf_iters` full-batch steps as in VPG, or, with
+`vf_minibatches` > 1, `vf_iters` shuffled passes of that many minibatch steps (as SB3's TRPO).
+The policy is float64 throughout (its CG and Fisher products in float64 too); the critic float32.
 
 Hyperparameters (TRPOConfig):
     env_id           gymnasium id (Discrete actions: categorical policy; Box: diagonal Gaussian).
@@ -27,7 +28,8 @@ Hyperparameters (TRPOConfig):
     backtrack_coef   the line search shrinks the step by this factor per try.
     backtrack_iters  tries of the line search before it keeps theta_old.
     vf_lr            Adam learning rate of the critic.
-    vf_iters         full-batch critic regression steps per iteration.
+    vf_iters         critic regression passes over the batch per iteration.
+    vf_minibatches   minibatches per critic pass (1: full-batch steps, as VPG).
     num_envs         N, parallel sub-envs.
     steps_per_env    T, env steps per sub-env per iteration (batch = N T steps).
     total_steps      budget of env steps (iterations = total_steps / (N T)).
@@ -35,7 +37,9 @@ Hyperparameters (TRPOConfig):
     lam              GAE lambda.
     norm_adv         normalise the advantages over the batch (zero mean, unit std).
     norm_obs         running observation normalisation (pgnumpy/normalize.py); checkpointed.
-    seed             seeds the init, the action sampling and the env.
+    norm_rew         reward scaling by the running std of the discounted return (as PPO's);
+                     checkpointed.
+    seed             seeds the init, the action sampling, the critic's shuffles and the env.
     target_return    stop once the mean of the last 100 episodes reaches it; None: the env's
                      reward_threshold (gymnasium's "solved"; never if it has none); inf: never.
 """
@@ -59,8 +63,9 @@ from pgnumpy.algos.common import (
 )
 from pgnumpy.checkpoint import restore
 from pgnumpy.config import check_choice, check_hidden, check_int, check_range
+from pgnumpy.errors import UserError
 from pgnumpy.logger import Logger
-from pgnumpy.normalize import ObsNorm
+from pgnumpy.normalize import ObsNorm, RewScale
 from pgnumpy.objectives import normalize
 from pgnumpy.optim import Adam
 from pgnumpy.phi import next_values, phi
@@ -114,6 +119,7 @@ class TRPOConfig:
     backtrack_iters: int = 10
     vf_lr: float = 1e-2
     vf_iters: int = 20
+    vf_minibatches: int = 1
     num_envs: int = 32
     steps_per_env: int = 64
     total_steps: int = 300_000
@@ -121,6 +127,7 @@ class TRPOConfig:
     lam: float = 0.9
     norm_adv: bool = True
     norm_obs: bool = False
+    norm_rew: bool = False
     seed: int = 0
     target_return: float | None = None
 
@@ -134,8 +141,11 @@ class TRPOConfig:
         check_range("backtrack_coef", self.backtrack_coef, 0, 1, lo_open=True, hi_open=True)
         check_int("backtrack_iters", self.backtrack_iters)
         check_range("vf_lr", self.vf_lr, 0, None, lo_open=True)
-        for name in ("vf_iters", "num_envs", "steps_per_env", "total_steps"):
+        for name in ("vf_iters", "vf_minibatches", "num_envs", "steps_per_env", "total_steps"):
             check_int(name, getattr(self, name))
+        if self.vf_minibatches > self.num_envs * self.steps_per_env:
+            raise UserError(f"vf_minibatches ({self.vf_minibatches}) must be <= num_envs * "
+                            f"steps_per_env ({self.num_envs * self.steps_per_env})")
         check_range("gamma", self.gamma, 0, 1, lo_open=True)
         check_range("lam", self.lam, 0, 1)
         check_int("seed", self.seed, lo=0)
@@ -228,7 +238,7 @@ def train(
     loaded checkpoint. result.timers: seconds spent in rollouts, the gradient and CG, the line
     search and the critic fit."""
     logger = logger or Logger(quiet=True)
-    init_rng, act_rng = np.random.default_rng(cfg.seed).spawn(2)
+    init_rng, act_rng, vf_rng = np.random.default_rng(cfg.seed).spawn(3)
     env = make_env(cfg.env_id, cfg.num_envs)
     target = solved_threshold(cfg.target_return, env)
     obs_dim = env.single_observation_space.shape[0]
@@ -238,6 +248,7 @@ def train(
     vf = ValueCritic(obs_dim, cfg.hidden, cfg.activation, rng=init_rng, dtype=np.float32)
     vf_opt = Adam(vf.params, lr=cfg.vf_lr)
     obs_norm = ObsNorm(obs_dim) if cfg.norm_obs else None
+    rew_scale = RewScale(cfg.num_envs, cfg.gamma) if cfg.norm_rew else None
     result = TrainResult(policy, vf, obs_norm=obs_norm)
     timers = result.timers = {"rollout": 0.0, "gradient_cg": 0.0, "line_search": 0.0,
                               "critic": 0.0}
@@ -245,12 +256,15 @@ def train(
     logger.total_epochs = iterations
 
     runner = Runner.start(env, seed=resume_env_seed(cfg.seed, resume))
-    nets, opts, rngs = {"policy": policy, "critic": vf}, {"critic": vf_opt}, {"act": act_rng}
+    nets, opts = {"policy": policy, "critic": vf}, {"critic": vf_opt}
+    rngs = {"act": act_rng, "critic": vf_rng}
     first, wall0 = 0, 0.0
     if resume is not None:
         first, wall0 = restore(resume, nets=nets, opts=opts, rngs=rngs, runner=runner)
         if obs_norm is not None:
             obs_norm.load(resume["extra"]["obs_norm"])
+        if rew_scale is not None:
+            rew_scale.load(resume["extra"]["rew_scale"])
     kernels.warm_up()  # JIT compile / cache load before the clock starts
     start = time.perf_counter() - wall0
     for it in range(first, iterations):
@@ -267,7 +281,8 @@ def train(
         #    GAE advantages (GAE.2), normalised (VPG.1)
         val = vf(all_obs).reshape(batch.rew.shape)
         next_val = next_values(val, vf(prep(batch.last_obs)))
-        adv = phi("gae", batch.rew, batch.term, batch.trunc, cfg.gamma, cfg.lam, val=val,
+        rew = batch.rew if rew_scale is None else rew_scale(batch.rew, batch.term, batch.trunc, m)
+        adv = phi("gae", rew, batch.term, batch.trunc, cfg.gamma, cfg.lam, val=val,
                   next_val=next_val)[m]
         if cfg.norm_adv:
             adv = normalize(adv)
@@ -302,9 +317,16 @@ def train(
         t3 = time.perf_counter()
         timers["line_search"] += t3 - t2
 
-        # 6. regress V on the bootstrapped reward-to-go (VAL.1), as VPG
-        rtg = phi("rtg", batch.rew, batch.term, batch.trunc, cfg.gamma, next_val=next_val)[m]
-        value_loss = fit_critic(vf, vf_opt, cfg.vf_iters, obs, rtg)
+        # 6. regress V on the bootstrapped reward-to-go (VAL.1): full-batch steps as VPG, or
+        #    shuffled minibatches
+        rtg = phi("rtg", rew, batch.term, batch.trunc, cfg.gamma, next_val=next_val)[m]
+        if cfg.vf_minibatches == 1:
+            value_loss = fit_critic(vf, vf_opt, cfg.vf_iters, obs, rtg)
+        else:
+            value_loss = vf.loss_and_grad(obs, rtg)[0]  # before the fit, as fit_critic reports
+            for _ in range(cfg.vf_iters):
+                for idx in np.array_split(vf_rng.permutation(len(obs)), cfg.vf_minibatches):
+                    fit_critic(vf, vf_opt, 1, obs[idx], rtg[idx])
         if obs_norm is not None:  # statistics move only between iterations
             obs_norm.update(batch.obs[m])
         timers["critic"] += time.perf_counter() - t3
@@ -333,7 +355,8 @@ def train(
             rngs=rngs,
             runner=runner,
             wall_s=row["wall_s"],
-            extra={"obs_norm": obs_norm.state()} if obs_norm else {},
+            extra=({"obs_norm": obs_norm.state()} if obs_norm else {})
+            | ({"rew_scale": rew_scale.state()} if rew_scale else {}),
         )
         if end_epoch(it, row, result, logger, on_epoch, state, target, loss=row["loss"],
                      value_loss=value_loss):
