@@ -185,7 +185,8 @@ def test_trpo_same_seed_same_run_in_process_and_across_processes(tmp_path):
 
 def test_trpo_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
     """Ctrl-C during iteration 3 keeps iteration 2's checkpoint; --resume continues from
-    iteration 3 with the saved critic optimizer and observation statistics, to the budget."""
+    iteration 3 with the saved critic optimizer, observation and return statistics, to the
+    budget."""
     import pgnumpy.algos.trpo as trpo_mod
 
     real, calls = trpo_mod.collect, {"n": 0}
@@ -198,11 +199,11 @@ def test_trpo_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, ca
 
     run = tmp_path / "r"
     monkeypatch.setattr(trpo_mod, "collect", interrupted)
-    argv = [*TRPO_SMALL, "--norm-obs", "--out", str(run)]
+    argv = [*TRPO_SMALL, "--norm-obs", "--norm-rew", "--out", str(run)]
     assert main(argv) == 130
     ck = load_checkpoint(run)
     assert int(ck["epoch"]) == 2 and ck["opt/critic/t"] == 3 * 20
-    seen = ck["extra"]["obs_norm"]["count"]
+    seen, seen_g = ck["extra"]["obs_norm"]["count"], ck["extra"]["rew_scale"]["count"]
     monkeypatch.setattr(trpo_mod, "collect", real)
     assert main(["--resume", str(run), "--quiet"]) == 0
     rows = progress(run)
@@ -211,3 +212,4 @@ def test_trpo_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, ca
     assert end["opt/critic/t"] == 4 * 20  # Adam's state continued
     # the observation statistics continued too: the old count plus one batch's valid steps
     assert seen < end["extra"]["obs_norm"]["count"] <= seen + 512
+    assert seen_g < end["extra"]["rew_scale"]["count"] <= seen_g + 512

@@ -462,7 +462,9 @@ def test_config_errors_are_one_line_user_errors():
                     ({"damping": -1.0}, "damping must be in [0, inf)"),
                     ({"backtrack_coef": 1.0}, "backtrack_coef must be in (0, 1)"),
                     ({"backtrack_iters": 0}, "backtrack_iters must be an integer >= 1"),
-                    ({"vf_lr": 0.0}, "vf_lr must be in (0, inf)")]:
+                    ({"vf_lr": 0.0}, "vf_lr must be in (0, inf)"),
+                    ({"vf_minibatches": 9, "num_envs": 2, "steps_per_env": 4},
+                     "vf_minibatches (9) must be <= num_envs * steps_per_env (8)")]:
         with pytest.raises(UserError, match=msg.replace("(", r"\(").replace(")", r"\)")
                            .replace("[", r"\[")):
             TRPOConfig(**kw)
