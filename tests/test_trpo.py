@@ -3,6 +3,7 @@ from delta, the line search's rules, the exact natural gradient on a tabular MDP
 to each piece, and a short run that learns."""
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -465,6 +466,5 @@ def test_config_errors_are_one_line_user_errors():
                     ({"vf_lr": 0.0}, "vf_lr must be in (0, inf)"),
                     ({"vf_minibatches": 9, "num_envs": 2, "steps_per_env": 4},
                      "vf_minibatches (9) must be <= num_envs * steps_per_env (8)")]:
-        with pytest.raises(UserError, match=msg.replace("(", r"\(").replace(")", r"\)")
-                           .replace("[", r"\[")):
+        with pytest.raises(UserError, match=re.escape(msg)):
             TRPOConfig(**kw)
