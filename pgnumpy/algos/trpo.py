@@ -91,18 +91,25 @@ PRESETS: dict[str, dict] = {
         vf_iters=80,
         norm_obs=True,
     ),
+    # MuJoCo (pip install -e ".[mujoco]"): RL-Zoo's TRPO settings for MuJoCo (delta as its
+    # HalfCheetah target_kl, 25 CG iterations, critic minibatches of 128, normalised
+    # observations and rewards), with one env of 2048 steps per batch
     "HalfCheetah-v5": dict(
         env_id="HalfCheetah-v5",
         hidden=(64, 64),
         num_envs=1,
         steps_per_env=2048,
         total_steps=1_000_000,
-        delta=0.01,
+        delta=0.04,
+        cg_iters=25,
+        damping=0.1,
         gamma=0.99,
         lam=0.95,
         vf_lr=1e-3,
-        vf_iters=80,
+        vf_iters=20,
+        vf_minibatches=16,
         norm_obs=True,
+        norm_rew=True,
     ),
 }
 
