@@ -468,3 +468,14 @@ def test_config_errors_are_one_line_user_errors():
                      "vf_minibatches (9) must be <= num_envs * steps_per_env (8)")]:
         with pytest.raises(UserError, match=re.escape(msg)):
             TRPOConfig(**kw)
+
+
+def test_presets_apply_under_the_flags_given():
+    from pgnumpy.train import parse_args
+
+    _, cfg, _ = parse_args(["--algo", "trpo", "--env", "Pendulum-v1"])
+    assert cfg.gamma == 0.9 and cfg.vf_minibatches == 16 and cfg.norm_obs
+    _, cfg, _ = parse_args(["--algo", "trpo", "--env", "Pendulum-v1", "--delta", "0.05"])
+    assert cfg.delta == 0.05 and cfg.num_envs == 2
+    _, cfg, _ = parse_args(["--algo", "trpo"])
+    assert cfg == TRPOConfig()  # CartPole: the dataclass defaults
