@@ -253,9 +253,10 @@ def train(
     env = make_env(cfg.env_id, cfg.num_envs)
     target = solved_threshold(cfg.target_return, env)
     obs_dim = env.single_observation_space.shape[0]
-    # float64 policy (acting, Fisher products, CG, line search): CG's inner products are where
-    # float32 would lose precision first; whether float32 would do was not measured. The critic
-    # is fit by Adam and is float32, as in VPG and PPO
+    # float64 policy (acting, Fisher products, CG, line search), the reference precision. Measured
+    # once on a CartPole batch (2048 states, (32, 32), after 8 iterations): a float32 policy's
+    # natural step differed from this one's by 8e-7 (relative norm) and took 0.019 s against
+    # 0.047 s, so float32 looks usable; not adopted. The critic is float32, as in VPG and PPO
     policy = make_policy(env, cfg.hidden, cfg.activation, rng=init_rng, dtype=np.float64)
     vf = ValueCritic(obs_dim, cfg.hidden, cfg.activation, rng=init_rng, dtype=np.float32)
     vf_opt = Adam(vf.params, lr=cfg.vf_lr)
