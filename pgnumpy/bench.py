@@ -3,6 +3,7 @@
     python -m pgnumpy.bench                                  # PPO on CartPole-v1, 5 seeds
     python -m pgnumpy.bench --env Pendulum-v1 --target -250  # with its preset, 300k steps
     python -m pgnumpy.bench --algo vpg --seeds 3
+    python -m pgnumpy.bench --algo trpo                      # + where TRPO's time goes
 
 For each seed it trains as `python -m pgnumpy.train` does (the CLI's defaults and the env's
 preset, a run directory with its checkpoint written after every epoch, here a temporary one),
@@ -10,7 +11,9 @@ stopping at the target (default: the env's reward_threshold), and reports: seeds
 env steps and wall seconds (training only, imports excluded) at which the 100-episode mean first
 reached the target, the median final return, the training throughput (env steps per second,
 updates included), and, measured in the same process: the bare env rate (random actions) and
-the acting rate (policy forward + sampling + env step), with their ratio.
+the acting rate (policy forward + sampling + env step), with their ratio. For an algorithm that
+keeps phase timers (TRPO: rollouts, gradient + CG, line search, critic fit) it also prints each
+phase's median share of the training time.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--env", default="CartPole-v1")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--target", type=float, default=None, help="return that counts as solved")
-    p.add_argument("--total-steps", type=int, default=None, help="budget per seed (ppo)")
+    p.add_argument("--total-steps", type=int, default=None, help="budget per seed (ppo, trpo)")
     p.add_argument("--compare-threads", action="store_true",
                    help="only time 1 vs 2 BLAS threads (PPO, CartPole, 40k steps, 3 seeds x 2)")
     p.add_argument("--hidden", default=None,
@@ -128,7 +131,7 @@ def _main(argv: list[str] | None) -> int:
     _, cfg, _ = parse_args(flags)
     make_env(cfg.env_id, 1).close()  # an unknown or unsupported env: one line, before any run
 
-    solved_steps, solved_wall, finals, rates = [], [], [], []
+    solved_steps, solved_wall, finals, rates, shares = [], [], [], [], []
     for seed in range(args.seeds):
         _, cfg, _ = parse_args([*flags, "--seed", str(seed)])
         with tempfile.TemporaryDirectory() as out:  # as the CLI runs: checkpoint every epoch
@@ -139,11 +142,17 @@ def _main(argv: list[str] | None) -> int:
         if r.solved_at is not None:
             solved_steps.append(r.solved_at["env_steps"])
             solved_wall.append(r.solved_at["wall_s"])
+        if r.timers:
+            shares.append({k: v / last["wall_s"] for k, v in r.timers.items()})
         s = r.solved_at
         print(f"seed {seed}: " + (f"solved at {s['env_steps']} steps, {s['wall_s']:.2f} s"
                                   if s else f"not solved in {last['env_steps']} steps, "
                                   f"{last['wall_s']:.2f} s")
               + f"; final 100-episode mean {last['ep_return_mean']:.1f}", flush=True)
+    if shares:
+        print("time split (median share of training time over seeds): " + ", ".join(
+            f"{k} {np.median([sh[k] for sh in shares]):.0%}" for k in shares[0])
+            + f", other {np.median([1 - sum(sh.values()) for sh in shares]):.0%}")
     bare, acting = env_rates(cfg)
     med = (lambda x: f"{np.median(x):.0f}") if solved_steps else (lambda x: "-")
     medw = f"{np.median(solved_wall):.2f}" if solved_wall else "-"

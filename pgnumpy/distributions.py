@@ -7,6 +7,7 @@ Categorical over logits z (B, A), p = softmax(z):
     dH/dz_j = -p_j (log p_j + H)                                                  (CAT.4)
     KL(p || q) = sum_a p_a (log p_a - log q_a)                                    (CAT.5)
     d KL(p || q) / d z^q_j = q_j - p_j                                            (CAT.6)
+    Fisher in the logits: M = diag(p) - p p^T, so M u = p * u - p (p . u)             (CAT.7)
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ class Categorical:
         """
         return other.probs - self.probs
 
+    def fisher_vp(self, u: np.ndarray) -> np.ndarray:
+        """M u per row, M = diag(p) - p p^T the Fisher information of the logits  (CAT.7).
+
+        M = E_a[(onehot(a) - p)(onehot(a) - p)^T] by (CAT.2); it is also the Hessian of
+        KL(p || softmax(z)) in z, at z = the logits (the derivative of (CAT.6), q_j - p_j, in z_k
+        is q_j ([j = k] - q_k)). Applied without forming M: O(A) per row, not O(A^2).
+        """
+        p = self.probs
+        return p * (u - (p * u).sum(axis=-1, keepdims=True))
 
 
 LOG_2PI = float(np.log(2 * np.pi))
@@ -93,6 +103,7 @@ class DiagGaussian:
                                                                                       (GAU.4)
         d KL(p||q) / d mu_q = (mu_q - mu_p) / s_q^2,
         d KL(p||q) / d log s_q = 1 - (s_p^2 + (mu_p - mu_q)^2) / s_q^2                  (GAU.5)
+        Fisher in (mu, log sigma): diagonal, 1 / sigma^2 on each mean, 2 on each log sigma (GAU.6)
 
     Working in log sigma keeps sigma > 0 without constraints and keeps log p finite: no exp of
     an unbounded value appears except sigma itself, and z^2 is computed as a ratio of squares.
@@ -143,3 +154,12 @@ class DiagGaussian:
         var_q = other.std**2
         d_mean = (other.mean - self.mean) / var_q
         return d_mean, 1.0 - (self.std**2 + (self.mean - other.mean) ** 2) / var_q
+
+    def fisher_vp(self, u_mean: np.ndarray, u_log_std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """M u for the Fisher M of (mean, log_std): (u_mean / sigma^2, 2 u_log_std)   (GAU.6).
+
+        From (GAU.2): E[((a - mu) / sigma^2)^2] = 1 / sigma^2, E[(z^2 - 1)^2] = 2 and the cross
+        term E[z (z^2 - 1)] / sigma = 0, each dimension independent. It is the Hessian of (GAU.4)
+        in (mu_q, log s_q) at q = p too: differentiate (GAU.5) once more and set q = p.
+        """
+        return u_mean / self.std**2, 2.0 * u_log_std

@@ -7,6 +7,11 @@ Backward, given dy = dL/dy, from the last layer down:
     dW_l = h_{l-1}^T dz_l,  db_l = sum over the batch of dz_l,  dh_{l-1} = dz_l W_l^T   (MLP.1)
     tanh: dz_l = dh_l * (1 - h_l^2)     (tanh' = 1 - tanh^2, so the output h suffices)   (MLP.2)
     relu: dz_l = dh_l * [h_l > 0]       (z > 0 exactly where h > 0)                       (MLP.3)
+Forward mode (a Jacobian-vector product), given a parameter tangent (dW_l, db_l), from the input
+up, dh_0 = 0 (or an input tangent dx):
+    dz_l = dh_{l-1} W_l + h_{l-1} dW_l + db_l,   dy = dz_L                             (MLP.4)
+    tanh: dh_l = dz_l * (1 - h_l^2)                                                       (MLP.5)
+    relu: dh_l = dz_l * [h_l > 0]                                                         (MLP.6)
 
 An Embedding is a lookup table E (n, d): x = E[ids]. Its backward adds each upstream row onto
 the row of E it was read from (a scatter-add), since a row read twice is used twice:
@@ -114,6 +119,36 @@ class MLP:
                 dz *= dh
             else:  # dz = dh [h > 0]   (MLP.3)
                 dz = dh * (h_in > 0)
+        raise AssertionError("unreachable: an MLP has at least one layer")
+
+    def jvp(
+        self, cache: list[np.ndarray], v: np.ndarray, dx: np.ndarray | None = None
+    ) -> np.ndarray:
+        """dy = J v: how the output y moves along the parameter direction v (a flat array laid out
+        like `params`), and the input direction dx if given   (MLP.4, MLP.5, MLP.6).
+
+        Forward mode, the mirror of `backward`: the product rule on z = h W + b carries the
+        tangent up through each layer, and the activation's derivative, read off the cached output
+        as in backward, scales it. `cache` is forward's; no second forward pass is needed. Its
+        transpose is backward: <backward(cache, u), v> = <u, jvp(cache, v)> for every u, v.
+        """
+        dW, db = self.layer_views(np.asarray(v, self.dtype))
+        dh = None if dx is None else np.asarray(dx, self.dtype)
+        last = len(self.W) - 1
+        for l in range(len(self.W)):
+            dz = cache[l] @ dW[l]  # h_in dW + db + dh_in W   (MLP.4)
+            dz += db[l]
+            if dh is not None:
+                dz += dh @ self.W[l]
+            if l == last:
+                return dz
+            h = cache[l + 1]  # this layer's output
+            if self.activation == "tanh":  # dh = dz (1 - h^2)   (MLP.5)
+                dh = h * h
+                np.subtract(1.0, dh, out=dh)
+                dh *= dz
+            else:  # dh = dz [h > 0]   (MLP.6)
+                dh = dz * (h > 0)
         raise AssertionError("unreachable: an MLP has at least one layer")
 
 

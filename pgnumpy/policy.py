@@ -5,6 +5,10 @@ The chain rule a policy-gradient step follows, outermost first:
     dL/dlogp  (the objective, pgnumpy/objectives.py)
       -> dL/dlogits = dL/dlogp * (onehot(a) - p) + dL/dH * dH/dlogits   (CAT.2, CAT.4)
       -> dL/dparams by the MLP's backward                                (MLP.1-3)
+
+TRPO's Fisher-vector product runs the chain both ways (TRPO.5): J v by the MLP's forward mode
+(MLP.4-6), the distribution's Fisher M in its own parameters (CAT.7, GAU.6), then J^T by the
+backward.
 """
 
 from __future__ import annotations
@@ -73,6 +77,19 @@ class CategoricalPolicy:
         grad, _ = self.net.backward(cache, dlogits.astype(self.net.dtype, copy=False))
         return grad
 
+    def fisher_vp(
+        self, cache: list, dist: Categorical, v: np.ndarray, weights: np.ndarray | None = None
+    ) -> np.ndarray:
+        """F v = sum_i w_i J_i^T M_i J_i v, J_i = d logits_i / d params, M_i = diag(p_i) - p_i p_i^T
+        (TRPO.5, CAT.7): the Fisher of the policy averaged over the batch's states (w_i = 1/n by
+        default; `weights` for an exact expectation over states, TRPO.10). It is the Hessian of
+        the mean KL(pi_old || pi) at theta_old (TRPO.4). `cache` and `dist` are those of
+        `dist(obs)` at the parameters where F is taken."""
+        w = np.full(len(dist.probs), 1.0 / len(dist.probs)) if weights is None else weights
+        u = dist.fisher_vp(self.net.jvp(cache, v))  # M J v   (MLP.4-6, CAT.7)
+        grad, _ = self.net.backward(cache, (w[:, None] * u).astype(self.net.dtype, copy=False))
+        return grad
+
 
 class GaussianPolicy:
     """pi(a|s) = N(MLP(s), diag(exp(log_std))^2) over a Box action space.
@@ -121,7 +138,9 @@ class GaussianPolicy:
 
     def dist(self, obs: np.ndarray) -> tuple[DiagGaussian, list]:
         mean, cache = self.net.forward(obs)
-        return DiagGaussian(mean, self.log_std), cache
+        # a copy: log_std is a view into params, and a distribution kept as "old" (PPO-KL, TRPO)
+        # must not move when the parameters are updated in place
+        return DiagGaussian(mean, self.log_std.copy()), cache
 
     def backward(
         self,
@@ -146,6 +165,24 @@ class GaussianPolicy:
         g_net, _ = self.net.backward(cache, d_mean.astype(self.net.dtype))
         grad[: self.n_net] = g_net
         grad[self.n_net :] = d_log_std.sum(axis=0)  # log_std is shared by every sample
+        return grad
+
+    def fisher_vp(
+        self, cache: list, dist: DiagGaussian, v: np.ndarray, weights: np.ndarray | None = None
+    ) -> np.ndarray:
+        """F v = sum_i w_i J_i^T M_i J_i v over (mean_i, log_std)   (TRPO.4, TRPO.5, GAU.6).
+
+        The mean's Jacobian is the MLP's (MLP.4-6); log_std is the same parameter for every
+        sample, so its J_i is the identity and its J_i^T a sum over the batch, as in backward."""
+        n = len(dist.mean)
+        w = np.full(n, 1.0 / n) if weights is None else weights
+        d_mean = self.net.jvp(cache, v[: self.n_net])
+        d_log_std = np.broadcast_to(v[self.n_net :], d_mean.shape)
+        u_mean, u_log_std = dist.fisher_vp(d_mean, d_log_std)  # (GAU.6)
+        grad = np.empty_like(self.params)
+        g_net, _ = self.net.backward(cache, (w[:, None] * u_mean).astype(self.net.dtype))
+        grad[: self.n_net] = g_net
+        grad[self.n_net :] = w @ u_log_std
         return grad
 
 

@@ -182,3 +182,79 @@ def test_gaussian_grad_log_prob_lemma_by_gauss_hermite_quadrature(D, seed):
         a[:, d] = mean[d] + np.exp(log_std[d]) * x
         gm, gs = DiagGaussian(np.tile(mean, (len(x), 1)), log_std).log_prob_grad(a)
         assert abs(w @ gm[:, d]) < 1e-10 and abs(w @ gs[:, d]) < 1e-10
+
+
+# ---- the Fisher of each distribution in its own parameters (CAT.7, GAU.6), as TRPO uses it
+
+
+def columns(apply, n):
+    """The matrix of a linear map on R^n, column by column."""
+    return np.stack([apply(e) for e in np.eye(n)], axis=1)
+
+
+def check_categorical_fisher(row):
+    p = Categorical(row[None])
+    A = len(row)
+    M = columns(lambda u: p.fisher_vp(u[None])[0], A)
+    hess = np.stack([central_fd(lambda zz, j=j: float(p.kl_grad_other(Categorical(zz[None]))[0, j]),
+                                row.copy()) for j in range(A)])
+    assert np.abs(M - hess).max() < 1e-9
+
+    def kl(zz):
+        return float(p.kl(Categorical(zz[None]))[0])
+
+    # second differences: truncation ~h^2 (4th derivative) ~ 1e-8, round-off ~eps / h^2 ~ 2e-8
+    h, e = 1e-4, np.eye(A)
+    second = np.array([[(kl(row + h * (e[i] + e[j])) - kl(row + h * (e[i] - e[j]))
+                         - kl(row - h * (e[i] - e[j])) + kl(row - h * (e[i] + e[j])))
+                        / (4 * h * h) for j in range(A)] for i in range(A)])
+    assert np.abs(M - second).max() < 1e-6
+    scores = [p.log_prob_grad(np.array([a]))[0] for a in range(A)]
+    outer = sum(p.probs[0, a] * np.outer(s, s) for a, s in enumerate(scores))
+    assert np.abs(M - outer).max() < 1e-14
+
+
+@given(logits())
+def test_categorical_fisher_is_the_kl_hessian_at_equal_parameters(d):
+    """M = diag(p) - p p^T (CAT.7) three ways, on each row: (a) central differences of the KL's
+    exact gradient (CAT.6) in the second argument, at q = p; (b) second differences of the KL
+    value itself; (c) E_a[s s^T] with s = onehot(a) - p (CAT.2), the definition."""
+    z, _, _ = d
+    for row in z:
+        check_categorical_fisher(row)
+
+
+def check_gaussian_fisher(m0, s0):
+    D = len(m0)
+    p = DiagGaussian(m0[None], s0[None])
+
+    def kl_grad(theta):
+        gm, gs = p.kl_grad_other(DiagGaussian(theta[None, :D], theta[None, D:]))
+        return np.concatenate([gm[0], gs[0]])
+
+    theta = np.concatenate([m0, s0])
+    hess = np.stack([central_fd(lambda t, j=j: float(kl_grad(t)[j]), theta.copy())
+                     for j in range(2 * D)])
+    M = columns(lambda u: np.concatenate([x[0] for x in p.fisher_vp(u[None, :D], u[None, D:])]),
+                2 * D)
+    assert norm_rel_error(M, hess) < 1e-9
+    x, w = np.polynomial.hermite_e.hermegauss(20)
+    w = w / w.sum()
+    for dim in range(D):  # the dimensions are independent: one 2x2 block each
+        a = np.tile(m0, (len(x), 1))
+        a[:, dim] = m0[dim] + np.exp(s0[dim]) * x
+        gm, gs = DiagGaussian(np.tile(m0, (len(x), 1)), s0).log_prob_grad(a)
+        score = np.stack([gm[:, dim], gs[:, dim]], axis=1)
+        block = (w[:, None] * score).T @ score
+        idx = [dim, D + dim]
+        assert np.abs(block - M[np.ix_(idx, idx)]).max() < 1e-10 * max(1.0, M.max())
+
+
+@given(gaussians())
+def test_gaussian_fisher_is_the_kl_hessian_at_equal_parameters(g):
+    """diag(1/sigma^2 on the means, 2 on the log-stds) (GAU.6): central differences of (GAU.5)
+    at q = p, in (mean, log_std) jointly, and E[s s^T] by Gauss-Hermite quadrature (exact: the
+    scores (GAU.2) are polynomials of degree <= 2)."""
+    mean, log_std, _, _ = g
+    for m0, s0 in zip(mean, log_std):
+        check_gaussian_fisher(m0, s0)

@@ -131,3 +131,46 @@ def test_embedding_backward_matches_finite_differences_and_a_lost_repeat_fails()
     lost[ids] += R  # buffered: one write per distinct row survives
     assert not check(lost.ravel(), fd)
     assert np.shares_memory(emb.E, emb.params)
+
+
+# ---- forward mode: the Jacobian-vector product (MLP.4-6), used by TRPO's Fisher products
+
+
+def directional_fd(f, x, v, h=1e-6):
+    """(f(x + h v) - f(x - h v)) / 2h, x perturbed in place and restored (a flat array)."""
+    x0 = x.copy()
+    x[:] = x0 + h * v
+    plus = f()
+    x[:] = x0 - h * v
+    minus = f()
+    x[:] = x0
+    return (plus - minus) / (2 * h)
+
+
+@given(problems())
+def test_jvp_matches_finite_differences(p):
+    """J v and J_x dx against central differences of the forward along v and along dx."""
+    net, x, R = p
+    rng = np.random.default_rng(int(abs(R).sum() * 1e6) % 2**32)
+    v, dx = rng.normal(size=net.params.shape), rng.normal(size=x.shape)
+    _, cache = net.forward(x)
+    jv = net.jvp(cache, v)
+    assert jv.shape == (len(x), net.sizes[-1])
+    assert check(jv, directional_fd(lambda: net(x), net.params, v))
+    xx = x.copy()
+    jx = net.jvp(cache, np.zeros_like(v), dx=dx)  # the input direction alone
+    assert check(jx, directional_fd(lambda: net(xx), xx.reshape(-1), dx.reshape(-1)))
+    assert check(net.jvp(cache, v, dx=dx), jv + jx)  # linear in (v, dx) jointly
+
+
+@given(problems())
+def test_jvp_is_the_transpose_of_backward(p):
+    """<u, J v> = <J^T u, v> for random u, v: forward and reverse mode agree to round-off."""
+    net, x, R = p
+    rng = np.random.default_rng(int(abs(R).sum() * 1e6) % 2**32)
+    v = rng.normal(size=net.params.shape)
+    _, cache = net.forward(x)
+    lhs = float(np.sum(R * net.jvp(cache, v)))
+    grad, _ = net.backward(cache, R)
+    rhs = float(grad @ v)
+    assert abs(lhs - rhs) <= 1e-12 * max(1.0, np.abs(R).sum() * np.abs(v).sum())

@@ -171,3 +171,16 @@ def test_gaussian_act_samples_pi_with_the_log_prob_of_the_sample():
     mu, sigma, n = dist.mean[0], dist.std[0], len(a)
     assert np.all(np.abs(a.mean(axis=0) - mu) < 5 * sigma / np.sqrt(n))
     assert np.all(np.abs(a.std(axis=0) - sigma) < 5 * sigma / np.sqrt(2 * n))
+
+
+def test_a_gaussian_distribution_kept_as_old_does_not_move_with_the_parameters():
+    """log_std is a view into params; PPO-KL and TRPO keep pi_old's distribution while the
+    parameters are updated in place, so dist() must hold a copy (before the fix, the "old"
+    log_std followed the update and KL(old || new) lost its log-std part)."""
+    pol = GaussianPolicy(3, 2, [4], rng=np.random.default_rng(0), dtype=np.float64)
+    obs = np.zeros((2, 3))
+    old, _ = pol.dist(obs)
+    pol.params[-2:] += 1.0  # log_std moves by 1
+    new, _ = pol.dist(obs)
+    np.testing.assert_array_equal(old.log_std, -0.5)
+    np.testing.assert_allclose(old.kl(new), 2 * (1.0 + np.exp(-2.0) / 2 - 0.5), rtol=1e-12)

@@ -151,3 +151,65 @@ def test_keyboard_interrupt_message_is_one_line(tmp_path, capsys, monkeypatch):
     assert main([*SMALL, "--out", str(tmp_path / "r")]) == 130
     err = capsys.readouterr().err.strip()
     assert err.startswith("interrupted") and err.count("\n") == 0
+
+
+# ---- the same guarantees for TRPO (its own state: no policy optimizer, a float64 policy)
+
+TRPO_SMALL = ["--algo", "trpo", "--total-steps", "2048", "--num-envs", "4", "--steps-per-env",
+              "128", "--hidden", "16", "--quiet"]
+
+
+def test_trpo_same_seed_same_run_in_process_and_across_processes(tmp_path):
+    from pgnumpy.algos import trpo
+
+    cfg = dict(total_steps=2048, num_envs=4, steps_per_env=128, hidden=(16,), seed=3)
+    a, b = trpo.train(trpo.TRPOConfig(**cfg)), trpo.train(trpo.TRPOConfig(**cfg))
+    np.testing.assert_array_equal(a.policy.params, b.policy.params)
+    np.testing.assert_array_equal(a.critic.params, b.critic.params)
+    strip = [{k: v for k, v in r.items() if k != "wall_s"} for r in a.history]
+    assert strip == [{k: v for k, v in r.items() if k != "wall_s"} for r in b.history]
+    assert all(r["accepted"] == 1 for r in a.history)  # steps were taken: a real comparison
+    runs = []
+    for name in ("p1", "p2"):
+        subprocess.run([sys.executable, "-m", "pgnumpy.train", *TRPO_SMALL, "--seed", "3",
+                        "--out", str(tmp_path / name)], check=True, capture_output=True)
+        runs.append(tmp_path / name)
+    assert progress(runs[0]) == progress(runs[1])
+    ck = [load_checkpoint(r) for r in runs]
+    np.testing.assert_array_equal(ck[0]["net/policy"], ck[1]["net/policy"])
+    np.testing.assert_array_equal(ck[0]["net/policy"], a.policy.params)
+    assert ck[0]["config"]["algo"] == "trpo" and set(ck[0]["rngs"]) == {"act", "critic"}
+    c = trpo.train(trpo.TRPOConfig(**(cfg | {"seed": 4})))
+    assert not np.array_equal(c.policy.params, a.policy.params)  # the seed matters
+
+
+def test_trpo_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during iteration 3 keeps iteration 2's checkpoint; --resume continues from
+    iteration 3 with the saved critic optimizer, observation and return statistics, to the
+    budget."""
+    import pgnumpy.algos.trpo as trpo_mod
+
+    real, calls = trpo_mod.collect, {"n": 0}
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    run = tmp_path / "r"
+    monkeypatch.setattr(trpo_mod, "collect", interrupted)
+    argv = [*TRPO_SMALL, "--norm-obs", "--norm-rew", "--out", str(run)]
+    assert main(argv) == 130
+    ck = load_checkpoint(run)
+    assert int(ck["epoch"]) == 2 and ck["opt/critic/t"] == 3 * 20
+    seen, seen_g = ck["extra"]["obs_norm"]["count"], ck["extra"]["rew_scale"]["count"]
+    monkeypatch.setattr(trpo_mod, "collect", real)
+    assert main(["--resume", str(run), "--quiet"]) == 0
+    rows = progress(run)
+    assert [int(r["epoch"]) for r in rows] == list(range(4))  # 2048 / 512: 4 iterations
+    end = load_checkpoint(run)
+    assert end["opt/critic/t"] == 4 * 20  # Adam's state continued
+    # the observation statistics continued too: the old count plus one batch's valid steps
+    assert seen < end["extra"]["obs_norm"]["count"] <= seen + 512
+    assert seen_g < end["extra"]["rew_scale"]["count"] <= seen_g + 512

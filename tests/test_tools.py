@@ -120,3 +120,14 @@ def test_load_and_evaluate_a_continuous_run_with_its_obs_normaliser(tmp_path, ca
     capsys.readouterr()
     assert evaluate_main([str(tmp_path / "p"), "--episodes", "2"]) == 0
     assert "ppo on Pendulum-v1" in capsys.readouterr().out
+
+
+def test_api_trains_and_loads_a_trpo_run(tmp_path):
+    from pgnumpy.algos.trpo import TRPOConfig
+
+    r = train(TRPOConfig(total_steps=1024, num_envs=4, steps_per_env=128, hidden=(8,)),
+              out=tmp_path / "t")
+    agent = load(tmp_path / "t")
+    np.testing.assert_allclose(agent.policy.params, r.policy.params, rtol=1e-6)  # float32 copy
+    assert agent.act(np.zeros(4)) in (0, 1) and agent.config["algo"] == "trpo"
+    assert r.history[-1]["accepted"] in (0, 1) and r.timers["rollout"] > 0

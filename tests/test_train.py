@@ -31,6 +31,9 @@ from pgnumpy.train import main
         (["--env", "Blackjack-v1"], "observation space Tuple"),
         (["--algo", "vpg", "--env", "Pendulum-v1", "--phi", "q"], "phi 'q' needs a Discrete"),
         (["--algo", "dqn"], "unknown --algo 'dqn'"),
+        (["--algo", "trpo", "--delta", "0"], "delta must be in (0, inf), got 0.0"),
+        (["--algo", "trpo", "--backtrack-coef", "1"], "backtrack_coef must be in (0, 1)"),
+        (["--algo", "trpo", "--cg-iters", "0"], "cg_iters must be an integer >= 1, got 0"),
         (["--hidden", "64,x"], "expected comma-separated integers"),
         (["--lr", "nan"], "lr must be in (0, inf), got nan"),
         (["--num-envs", "2", "--steps-per-env", "4", "--minibatches", "9"],
@@ -59,6 +62,12 @@ def test_help_lists_every_flag_with_its_default(capsys):
     out = capsys.readouterr().out
     for flag in ["--phi", "--epochs", "--vf-lr", "--vf-iters"]:
         assert flag in out
+    with pytest.raises(SystemExit):
+        main(["--algo", "trpo", "--help"])
+    out = capsys.readouterr().out
+    for flag in ["--delta", "--cg-iters", "--damping", "--backtrack-coef", "--backtrack-iters"]:
+        assert flag in out
+    assert "KL radius of the trust region" in out  # from the docstring's hyperparameter list
 
 
 def test_vpg_run_writes_its_directory_and_learns(tmp_path, capsys):
@@ -129,10 +138,11 @@ def test_pendulum_trains_with_no_other_flags(tmp_path):
     assert "obs_norm" in ck["extra"] and ck["net/policy"].size > 0
 
 
-@pytest.mark.parametrize("algo", ["vpg", "simple_pg"])
+@pytest.mark.parametrize("algo", ["vpg", "simple_pg", "trpo"])
 def test_vpg_and_simple_pg_take_continuous_actions(algo, tmp_path):
-    budget = ["--epochs", "2"] + (["--steps-per-epoch", "400"] if algo == "simple_pg" else
-                                  ["--steps-per-env", "64"])
+    budget = {"simple_pg": ["--epochs", "2", "--steps-per-epoch", "400"],
+              "vpg": ["--epochs", "2", "--steps-per-env", "64"],
+              "trpo": ["--total-steps", "512", "--num-envs", "2", "--steps-per-env", "128"]}[algo]
     assert main(["--algo", algo, "--env", "Pendulum-v1", *budget, "--out", str(tmp_path / "r"),
                  "--quiet"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "r" / "progress.csv")))

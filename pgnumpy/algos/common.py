@@ -24,6 +24,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     solved_at: dict | None = None  # the row where the 100-episode mean first hit the target
     obs_norm: object | None = None  # the observation normaliser, if the run used one
+    timers: dict | None = None  # seconds per phase, where the algorithm keeps them (TRPO)
 
 
 def one_blas_thread(train_fn):
