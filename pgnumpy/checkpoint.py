@@ -167,32 +167,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         path = path / "checkpoint.npz"
     if not path.exists():
         raise UserError(f"no checkpoint at {path}: give a run directory written by pgnumpy.train")
-    try:
-        with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
-            infos = _check_members(zf, os.fstat(f.fileno()).st_size)
-            names = {i.filename for i in infos}
-            if "meta.npy" not in names:
-                older = "format.npy" in names  # format 1 kept its fields as separate entries
-                raise UserError(
-                    f"{path} was written by an older pgnumpy (format 1); this version reads "
-                    f"{FORMAT}" if older else
-                    f"{path} is not a pgnumpy checkpoint (expected format {FORMAT})"
-                )
-            meta = _read_meta(zf)
-            if meta.get("format") != FORMAT:
-                raise UserError(f"{path} is not a pgnumpy checkpoint (expected format {FORMAT})")
-            raw = {i.filename[:-4]: _read_npy(zf, i) for i in infos if i.filename != "meta.npy"}
-    except _Unreadable as e:
+    meta, raw = read_npz(path, "checkpoint")
+    if meta is None:
+        older = "format" in raw  # format 1 kept its fields as separate entries
         raise UserError(
-            f"{path} is not a readable checkpoint (truncated or foreign file): {_one_line(e)}"
-        ) from None
-    except (zipfile.BadZipFile, struct.error, EOFError, OSError, ValueError,
-            NotImplementedError, RuntimeError, OverflowError) as e:  # RecursionError too
-        if isinstance(e, UserError):
-            raise
-        raise UserError(
-            f"{path} is not a readable checkpoint (truncated or foreign file): {_one_line(e)}"
-        ) from None
+            f"{path} was written by an older pgnumpy (format 1); this version reads {FORMAT}"
+            if older else f"{path} is not a pgnumpy checkpoint (expected format {FORMAT})"
+        )
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path} is not a pgnumpy checkpoint (expected format {FORMAT})")
     try:
         ckpt = _validate(meta, raw)
     except KeyError as e:
@@ -203,6 +186,30 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise UserError(f"{path} is not a readable checkpoint (bad field {e})") from None
     ckpt.path = path
     return ckpt
+
+
+def read_npz(path: Path, what: str) -> tuple[dict | None, dict[str, np.ndarray]]:
+    """(meta, arrays) of an .npz written by pgnumpy (`meta`: its JSON entry, None if it has
+    none), every entry vetted before it is read (_check_members, _read_npy): no pickle, no
+    zip bomb, no header that claims more than the file holds. Anything unreadable is a
+    UserError naming `what` the file was meant to be."""
+    try:
+        with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
+            infos = _check_members(zf, os.fstat(f.fileno()).st_size)
+            meta = _read_meta(zf) if "meta.npy" in {i.filename for i in infos} else None
+            raw = {i.filename[:-4]: _read_npy(zf, i) for i in infos if i.filename != "meta.npy"}
+    except _Unreadable as e:
+        raise UserError(
+            f"{path} is not a readable {what} (truncated or foreign file): {_one_line(e)}"
+        ) from None
+    except (zipfile.BadZipFile, struct.error, EOFError, OSError, ValueError,
+            NotImplementedError, RuntimeError, OverflowError) as e:  # RecursionError too
+        if isinstance(e, UserError):
+            raise
+        raise UserError(
+            f"{path} is not a readable {what} (truncated or foreign file): {_one_line(e)}"
+        ) from None
+    return meta, raw
 
 
 def _check_members(zf: zipfile.ZipFile, file_bytes: int) -> list[zipfile.ZipInfo]:

@@ -509,7 +509,7 @@ def test_cli_runs_a_config_file_and_reports_a_broken_checkpoint(tmp_path, capsys
     (out / "rm.npz").write_bytes(data[: len(data) // 2])
     assert main(["--out", str(out), "--from-stage", "rl", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "rm.npz is not a readable checkpoint" in err and err.count("\n") == 1
+    assert "rm.npz is not a readable stage checkpoint" in err and err.count("\n") == 1
     assert main(["--out", str(out), "--from-stage", "rl", "--lm-steps", "10"]) == 2
     err = capsys.readouterr().err
     assert "reuses the lm stage's checkpoint" in err and err.count("\n") == 1

@@ -19,7 +19,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pgnumpy.checkpoint import deferred_sigint
+from pgnumpy.checkpoint import read_npz
 from pgnumpy.config import check_int, check_range
 from pgnumpy.errors import UserError
 from pgnumpy.fileio import atomic_write
@@ -92,29 +91,21 @@ class RLHFConfig:
 # ---- checkpoints and files --------------------------------------------------------------------
 
 def save_npz(path: Path, meta: dict, **arrays: np.ndarray) -> None:
-    """Arrays and a JSON meta entry in one .npz, written to a temp file then renamed into place
-    (pgnumpy/checkpoint.py's pattern): an interrupted write never leaves half a file."""
+    """Arrays and a JSON meta entry in one .npz, replaced atomically (pgnumpy/fileio.py): an
+    interrupted or failed write never leaves half a file."""
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps({"format": FORMAT} | meta)), **arrays)
-    tmp = path.with_name(path.name + ".tmp")
-    with deferred_sigint():
-        with open(tmp, "wb") as f:
-            f.write(buf.getbuffer())
-        os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())
 
 
 def load_npz(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """(meta, arrays) of a stage checkpoint, or a UserError saying why it cannot be used."""
+    """(meta, arrays) of a stage checkpoint, read as run checkpoints are (no pickle, sizes
+    checked before reading: pgnumpy/checkpoint.py::read_npz), or a UserError saying why not."""
     if not path.exists():
         raise UserError(f"no checkpoint at {path}: run the earlier stages first (without "
                         f"--from-stage, or from an earlier one)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(str(arrays.pop("meta")))
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line message
-        raise UserError(f"{path} is not a readable checkpoint: {e}") from None
-    if meta.get("format") != FORMAT:
+    meta, arrays = read_npz(path, "stage checkpoint")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"{path} is not an RLHF stage checkpoint (expected format {FORMAT})")
     return meta, arrays
 
@@ -129,10 +120,11 @@ def load_params(net, arrays: dict, key: str, path: Path) -> None:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(path, buf.getvalue())
 
 
 # ---- the pipeline ---------------------------------------------------------------------------
