@@ -162,7 +162,7 @@ class TRPOConfig:
         construction cannot skip this."""
         plain(self)
         check_str("env_id", self.env_id)
-        check_bool(self, "norm_obs", "norm_rew")
+        check_bool(self, "norm_adv", "norm_obs", "norm_rew")
         self.hidden = check_hidden("hidden", self.hidden)
         check_choice("activation", self.activation, ("tanh", "relu"))
         check_range("delta", self.delta, 0, None, lo_open=True)
