@@ -1,4 +1,4 @@
-"""RLHF verified exactly: every sentence of a tiny language enumerated (derivations/13-rlhf-exact.md).
+"""RLHF verified exactly: every sentence of a tiny language (derivations/13-rlhf-exact.md).
 
 A new module beside exact.py rather than an extension of it: exact.py enumerates trajectories of
 tabular MDPs through CategoricalPolicy and rollout.collect; here the policy is the RLHF code's own
