@@ -87,8 +87,10 @@ def space(lm: TinyLM, ref: TinyLM, y: np.ndarray) -> Space:
 
 
 def kl(logp: np.ndarray, logq: np.ndarray) -> float:
-    """KL(p || q) = sum_y p(y) (log p(y) - log q(y)) over the enumerated sentences (RLX.1)."""
-    return float(np.exp(logp) @ (logp - logq))
+    """KL(p || q) = sum_y p(y) (log p(y) - log q(y)) over the enumerated sentences (RLX.1);
+    a sentence with p(y) = 0 adds 0."""
+    p = np.exp(logp)
+    return float(p[p > 0] @ (logp - logq)[p > 0])
 
 
 def objective(sp: Space, r: np.ndarray, beta: float) -> dict[str, float]:
@@ -389,5 +391,8 @@ def best_of_n(logp_ref: np.ndarray, r: np.ndarray, n: int) -> np.ndarray:
     p = np.exp(logp_ref)
     below = np.array([p[r < v].sum() for v in r])
     level = np.array([p[r == v].sum() for v in r])
-    win = (below + level) ** n - below**n
-    return np.log(p / level * win)
+    # log(a^n - b^n) = n log a + log(1 - (b/a)^n): no cancellation when a, b are near 1
+    log_a = np.log(below + level)
+    with np.errstate(divide="ignore"):
+        log_win = n * log_a + np.log(-np.expm1(n * (np.log(below) - log_a)))
+    return logp_ref - np.log(level) + log_win
