@@ -205,6 +205,8 @@ class Batches:
 
 
 def all_batches(p: np.ndarray, B: int) -> Batches:
+    """Every multiset of B sentence indices (sorted rows) with its multinomial probability
+    (RLX.5); the probabilities sum to 1."""
     idx = np.array(list(itertools.combinations_with_replacement(range(len(p)), B)), np.int64)
     # prod_j c_j! = prod over positions of (1 + earlier equal positions): sorted, so runs
     rank = np.ones(idx.shape)
