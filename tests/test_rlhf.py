@@ -476,6 +476,11 @@ def test_same_seed_same_run_and_from_stage_reruns_the_rest(tmp_path):
         (["--from-stage", "rm"], "--from-stage needs --out"),
         (["--from-stage", "pretrain"], "invalid choice: 'pretrain'"),
         (["--config", "no/such.json"], "no config file at no/such.json"),
+        (["--estimator", "reinforce"], "invalid choice: 'reinforce' (choose from 'ppo', 'rloo'"),
+        (["--estimator", "rloo", "--group", "5"],
+         "rl.batch (64) must be a multiple of rl.group (5)"),
+        (["--estimator", "rloo", "--group", "1"], "rl.group must be an integer >= 2"),
+        (["--kl-penalty", "k3_loss"], "rl.kl_penalty 'k3_loss' goes with a group estimator"),
     ],
 )
 def test_cli_user_errors_are_one_line_exit_2(argv, message, capsys):

@@ -28,6 +28,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from pgnumpy.errors import UserError  # noqa: E402
+from pgnumpy.rlhf.finetune import ESTIMATORS, KL_PENALTIES  # noqa: E402
 from pgnumpy.rlhf.pipeline import STAGES, RLHFConfig, run  # noqa: E402
 
 _Parser = cli.ArgumentParser
@@ -63,6 +64,14 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
     p.add_argument("--kl-target", type=float, default=S,
                    help="the controller's target, nats per sentence")
     p.add_argument("--rl-iterations", type=int, default=S, help="PPO iterations per RL run")
+    p.add_argument("--estimator", default=S,
+                   choices=ESTIMATORS,
+                   help="the advantage fed to PPO-clip: GAE + critic (ppo), or a group form "
+                        "(derivations/13-rlhf-exact.md) (ppo)")
+    p.add_argument("--group", type=int, default=S,
+                   help="sentences per group for the group estimators (4)")
+    p.add_argument("--kl-penalty", default=S, choices=KL_PENALTIES,
+                   help="KL as k1 in the reward, or GRPO's k3 term in the loss (reward)")
     p.add_argument("--sweep-betas", type=_floats, default=S,
                    help="extra fixed-beta RL runs for the over-optimisation figure, e.g. "
                         "0.2,0.01,0 ('' for none)")
@@ -92,7 +101,8 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
         "lm_steps": ("lm", "steps"), "rm_steps": ("rm", "steps"),
         "rm_temperature": ("rm", "temperature"), "beta": ("rl", "beta"),
         "adaptive": ("rl", "adaptive"), "kl_target": ("rl", "kl_target"),
-        "rl_iterations": ("rl", "iterations"),
+        "rl_iterations": ("rl", "iterations"), "estimator": ("rl", "estimator"),
+        "group": ("rl", "group"), "kl_penalty": ("rl", "kl_penalty"),
     }.items():
         if flag in given:
             (d if section is None else d[section])[name] = given[flag]

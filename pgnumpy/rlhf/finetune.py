@@ -45,7 +45,29 @@ class RLConfig:
     Ziegler et al.'s controller (RLHF.14) with kl_target (nats per sentence) and kl_horizon
     (sentences); lr, vf_lr: Adam's for the policy and the value function; update_epochs x
     minibatches: PPO's passes over each batch's tokens; clip_eps: PPO-clip's epsilon; lam: GAE
-    lambda (gamma is 1); max_grad_norm: each network's gradient-norm clip."""
+    lambda (gamma is 1); max_grad_norm: each network's gradient-norm clip.
+
+    estimator: the per-token advantage the PPO-clip step is fed:
+        "ppo"        GAE with the learned value, whitened over the batch (RLHF.13, VPG.1)
+        "rloo"       R_i - mean of the other k - 1 of its group, summed over tokens (RLX.5)
+        "grpo"       (R_i - mean) / (std + 1e-4) over the group, per-sequence token mean (RLX.6)
+        "grpo_nostd" R_i - mean, per-sequence token mean
+        "dr_grpo"    R_i - mean, summed over tokens (Liu et al., 2025): (k - 1)/k of rloo
+    The group forms split the batch into batch / group groups of `group` sentences from the same
+    (empty) prompt; R = score - beta sum_t k1_t (RLHF.11) with kl_penalty = "reward", R = score
+    with kl_penalty = "k3_loss" (GRPO's beta k3 term in the loss, RLX.9); no value function is
+    trained for them. What each estimates, measured exactly on an enumerated toy
+    (derivations/13-rlhf-exact.md, tests/test_rlhf_exact.py):
+        form (kl_penalty)         E[estimate] against grad J_beta, k = 2 / 3 / 4
+        ppo (GAE, token mean,     biased: cos 0.9804 / 0.9913 / 0.9925 for batches of
+             whitened)            B = 1 / 2 / 3 sentences (RLX.10)
+        rloo (reward)             unbiased (bias <= 3e-15)
+        dr_grpo (reward)          exactly (k - 1)/k grad J: cos 1, scale 0.50 / 0.67 / 0.75
+        grpo_nostd (reward)       biased by the length normalisation: cos 0.9933
+        grpo (reward)             biased: cos 0.9822 / 0.9803 / 0.9806
+        any (k3_loss)             biased: cos 0.86 - 0.95; the k3 term follows the reverse
+                                  KL per state, states fixed (RLX.9)
+    (python -m pgnumpy.plots.rlhf_exact prints the whole table with the variances.)"""
 
     iterations: int = 100
     batch: int = 64
@@ -61,14 +83,56 @@ class RLConfig:
     clip_eps: float = 0.2
     lam: float = 0.95
     max_grad_norm: float = 1.0
+    estimator: str = "ppo"
+    group: int = 4
+    kl_penalty: str = "reward"
+
+
+ESTIMATORS = ("ppo", "rloo", "grpo", "grpo_nostd", "dr_grpo")
+KL_PENALTIES = ("reward", "k3_loss")
+
+
+def kl_tokens(logp: np.ndarray, logp_ref: np.ndarray, kind: str = "k1") -> np.ndarray:
+    """Per-token estimates of KL(pi || pi_ref) from the sampled token's log-probabilities
+    (Schulman's k1, k2, k3, as in TRL and OpenRLHF), with log rho = logp_ref - logp  (RLX.7):
+
+        k1 = -log rho,   k2 = (log rho)^2 / 2,   k3 = (rho - 1) - log rho.
+
+    k1 and k3 have expectation KL(pi(.|s) || pi_ref(.|s)) over y_t ~ pi(.|s); k2 does not.
+    What their gradients estimate is another matter (RLX.8, RLX.9)."""
+    if kind == "k1":
+        return logp - logp_ref  # -log rho, as shaped_rewards has always computed it
+    log_rho = logp_ref - logp
+    if kind == "k2":
+        return 0.5 * log_rho**2
+    if kind == "k3":
+        return np.expm1(log_rho) - log_rho
+    raise ValueError(f"kind must be k1, k2 or k3, got {kind!r}")
+
+
+def kl_tokens_grad(logp: np.ndarray, logp_ref: np.ndarray, kind: str = "k3") -> np.ndarray:
+    """d k / d logp of each per-token KL estimate (RLX.7), for a KL term in the loss (RLX.9):
+
+        dk1/dlogp = 1,   dk2/dlogp = logp - logp_ref,   dk3/dlogp = 1 - rho
+
+    (logp_ref is a constant and d log rho / d logp = -1)."""
+    if kind == "k1":
+        return np.ones_like(logp)
+    if kind == "k2":
+        return logp - logp_ref
+    if kind == "k3":
+        return -np.expm1(logp_ref - logp)
+    raise ValueError(f"kind must be k1, k2 or k3, got {kind!r}")
 
 
 def shaped_rewards(
-    logp: np.ndarray, logp_ref: np.ndarray, mask: np.ndarray, score: np.ndarray, beta: float
+    logp: np.ndarray, logp_ref: np.ndarray, mask: np.ndarray, score: np.ndarray, beta: float,
+    kl: str = "k1",
 ) -> np.ndarray:
     """(B, L) per-token rewards  (RLHF.12): -beta * log-ratio on every token of the sentence,
-    the reward model's score added at its last token, 0 on padding."""
-    rew = np.where(mask, -beta * (logp - logp_ref), 0.0)
+    the reward model's score added at its last token, 0 on padding. kl = "k2" or "k3" puts that
+    estimate (RLX.7) in the reward instead of k1 (biased forms, RLX.8)."""
+    rew = np.where(mask, -beta * kl_tokens(logp, logp_ref, kl), 0.0)
     rew[np.arange(len(rew)), mask.sum(axis=1) - 1] += score
     return rew
 
@@ -102,6 +166,42 @@ def advantages(
     return adv, adv + val
 
 
+LENGTH_NORM = {"rloo": False, "grpo": True, "grpo_nostd": True, "dr_grpo": False}
+
+
+def group_advantages(R: np.ndarray, group: int, estimator: str) -> np.ndarray:
+    """(B,) sequence advantages from (B,) sequence rewards, rows [i*group, (i+1)*group) forming
+    group i (RLX.5, RLX.6). With m the group mean and s its standard deviation (ddof = 1, TRL's):
+
+        rloo:                 A_i = R_i - (1/(k-1)) sum_{j != i} R_j       (RLX.5, unbiased)
+        grpo_nostd, dr_grpo:  A_i = R_i - m  = (k-1)/k * rloo's A_i         (RLX.6)
+        grpo:                 A_i = (R_i - m) / (s + 1e-4)                  (RLX.6)"""
+    g = R.reshape(-1, group)
+    if estimator == "rloo":
+        adv = g - (g.sum(axis=1, keepdims=True) - g) / (group - 1)
+    elif estimator in ("grpo_nostd", "dr_grpo"):
+        adv = g - g.mean(axis=1, keepdims=True)
+    elif estimator == "grpo":
+        adv = (g - g.mean(axis=1, keepdims=True)) / (g.std(axis=1, ddof=1, keepdims=True) + 1e-4)
+    else:
+        raise ValueError(f"no group form {estimator!r}")
+    return adv.reshape(-1)
+
+
+def token_scale(mask: np.ndarray, length_norm: bool) -> np.ndarray:
+    """(B, L) per-token factors c_t, 0 on padding, such that ppo_clip_loss's mean over the n
+    tokens of the batch, at ratio 1, is the sequence-level loss of the group forms  (RLX.6):
+
+        (1/n) sum_t c_t A_i grad log pi(y_t|s_t) = (1/B) sum_i A_i [1/|y_i|] sum_t grad log pi,
+
+    c_t = n / B, divided by the sentence's length |y_i| with GRPO's per-sequence token mean.
+    A positive factor on A changes nothing else in PPO-clip (min(r cA, clip(r) cA) = c min(.))."""
+    c = np.full(mask.shape, mask.sum() / len(mask))
+    if length_norm:
+        c = c / mask.sum(axis=1, keepdims=True)
+    return np.where(mask, c, 0.0)
+
+
 def adaptive_beta(beta: float, kl: float, target: float, n: int, horizon: int) -> float:
     """Ziegler et al. (2019)'s proportional controller  (RLHF.14):
 
@@ -131,7 +231,9 @@ class Batch:
     act: np.ndarray
     logp_old: np.ndarray
     adv: np.ndarray
-    ret: np.ndarray
+    ret: np.ndarray | None  # None for the group forms: no value function
+    logp_ref_flat: np.ndarray | None = None  # (N,) for kl_penalty = "k3_loss"
+    kl_weight: np.ndarray | None = None  # (N,) beta c_t of the k3 loss term (RLX.9)
 
 
 def collect(
@@ -139,7 +241,8 @@ def collect(
     rng: np.random.Generator,
 ) -> Batch:
     """Steps 1 and 2 of an iteration: sample sentences, score them, shape the rewards (RLHF.12),
-    GAE with gamma = 1 (RLHF.13), whiten the advantages (VPG.1)."""
+    GAE with gamma = 1 (RLHF.13), whiten the advantages (VPG.1); or, for a group estimator,
+    the group advantages (RLX.5, RLX.6) scaled per token (token_scale)."""
     y = policy.sample(cfg.batch, rng, cfg.max_len)
     B, L = y.shape
     mask = token_mask(y)
@@ -150,14 +253,26 @@ def collect(
     val = vf(ctx_all)[:, 0].reshape(B, L).astype(np.float64)
     score = rm.score(y)
     rew = shaped_rewards(logp, logp_ref, mask, score, beta)
-    adv, ret = advantages(rew, val, mask, cfg.lam)
+    flat = mask.reshape(-1)
+    extra = {}
+    if cfg.estimator == "ppo":
+        adv, ret = advantages(rew, val, mask, cfg.lam)
+        adv_flat, ret_flat = normalize(adv[mask]), ret[mask]
+    else:
+        R = score if cfg.kl_penalty == "k3_loss" else score - beta * kl_per_sentence(
+            logp, logp_ref, mask)
+        c = token_scale(mask, LENGTH_NORM[cfg.estimator])
+        adv_flat = (group_advantages(R, cfg.group, cfg.estimator)[:, None] * c)[mask]
+        ret_flat = None
+        if cfg.kl_penalty == "k3_loss":
+            extra = {"logp_ref_flat": logp_ref[mask], "kl_weight": beta * c[mask]}
     return Batch(
         y=y, mask=mask, logp=logp, logp_ref=logp_ref,
         kl_tokenwise=np.where(mask, pi.kl(pi_ref).reshape(B, L), 0.0),
         entropy=np.where(mask, pi.entropy().reshape(B, L), 0.0),
         val=val, score=score, rew=rew,
-        ctx=ctx_all[mask.reshape(-1)], act=y[mask], logp_old=logp[mask],
-        adv=normalize(adv[mask]), ret=ret[mask],
+        ctx=ctx_all[flat], act=y[mask], logp_old=logp[mask], adv=adv_flat, ret=ret_flat,
+        **extra,
     )
 
 
@@ -177,16 +292,22 @@ def update(
             idx = perm[lo : lo + mb]
             ctx, act = batch.ctx[idx], batch.act[idx]
             dist, cache = policy.dist(ctx)
-            pi_loss, dlogp, info = ppo_clip_loss(dist.log_prob(act), batch.logp_old[idx],
-                                                 batch.adv[idx], cfg.clip_eps)
+            logp = dist.log_prob(act)
+            pi_loss, dlogp, info = ppo_clip_loss(logp, batch.logp_old[idx], batch.adv[idx],
+                                                 cfg.clip_eps)
+            if batch.kl_weight is not None:  # + (1/n) sum_t beta c_t k3_t, at the current logp
+                dlogp = dlogp + batch.kl_weight[idx] * kl_tokens_grad(
+                    logp, batch.logp_ref_flat[idx], "k3") / len(idx)
             g_pi = policy.backward(cache, dlogp[:, None] * dist.log_prob_grad(act))  # (CAT.2)
-            v, vcache = vf.forward(ctx)
-            v_loss, dv = value_loss(v[:, 0].astype(np.float64), batch.ret[idx])
-            g_v = vf.backward(vcache, dv[:, None])
             clip_grad_norm(g_pi, cfg.max_grad_norm)
-            clip_grad_norm(g_v, cfg.max_grad_norm)
             opt.step(g_pi)
-            vf_opt.step(g_v)
+            v_loss = float("nan")
+            if batch.ret is not None:  # the group forms have no value function
+                v, vcache = vf.forward(ctx)
+                v_loss, dv = value_loss(v[:, 0].astype(np.float64), batch.ret[idx])
+                g_v = vf.backward(vcache, dv[:, None])
+                clip_grad_norm(g_v, cfg.max_grad_norm)
+                vf_opt.step(g_v)
             stats.append((pi_loss, v_loss, info["approx_kl"], info["clip_frac"]))
     return np.mean(stats, axis=0)
 

@@ -28,8 +28,9 @@ from pgnumpy.rlhf.grammar import BOS, EOS, Grammar, V
 class WindowNet:
     """Embeddings of a window of k tokens, concatenated, through an MLP to n_out numbers.
 
-    params = [embedding table (V, d), MLP weights and biases]: one flat vector (the LM, the
-    reward model and the value function are all this, with n_out = V, 1, 1)."""
+    params = [embedding table (vocab, d), MLP weights and biases]: one flat vector (the LM, the
+    reward model and the value function are all this, with n_out = vocab, 1, 1). vocab is the
+    grammar's V; pgnumpy/exact_seq.py builds the same network over a 5-token vocabulary."""
 
     def __init__(
         self,
@@ -41,12 +42,14 @@ class WindowNet:
         rng: np.random.Generator,
         dtype=np.float64,
         out_gain: float = 1.0,
+        vocab: int = V,
     ):
         self.context, self.d_embed, self.hidden = context, d_embed, tuple(hidden)
-        self.n_emb = V * d_embed
+        self.vocab = vocab
+        self.n_emb = vocab * d_embed
         sizes = [context * d_embed, *self.hidden, n_out]
         self.params = np.zeros(self.n_emb + mlp_size(sizes), dtype)
-        self.emb = Embedding(V, d_embed, rng=rng, dtype=dtype, params=self.params[: self.n_emb])
+        self.emb = Embedding(vocab, d_embed, rng=rng, dtype=dtype, params=self.params[: self.n_emb])
         self.net = MLP(sizes, "tanh", rng=rng, dtype=dtype, out_gain=out_gain,
                        params=self.params[self.n_emb :])
 
@@ -100,8 +103,9 @@ class TinyLM(WindowNet):
     through dist() and WindowNet.backward."""
 
     def __init__(self, context: int, d_embed: int, hidden: Sequence[int], *,
-                 rng: np.random.Generator, dtype=np.float64):
-        super().__init__(context, d_embed, hidden, V, rng=rng, dtype=dtype, out_gain=0.1)
+                 rng: np.random.Generator, dtype=np.float64, vocab: int = V):
+        super().__init__(context, d_embed, hidden, vocab, rng=rng, dtype=dtype, out_gain=0.1,
+                         vocab=vocab)
 
     def dist(self, ctx: np.ndarray) -> tuple[Categorical, tuple]:
         logits, cache = self.forward(ctx)

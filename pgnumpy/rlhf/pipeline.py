@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from pgnumpy.checkpoint import read_npz
-from pgnumpy.config import check_int, check_range
+from pgnumpy.config import check_choice, check_int, check_range
 from pgnumpy.errors import UserError
 from pgnumpy.fileio import atomic_write
-from pgnumpy.rlhf.finetune import RLConfig, rl_finetune
+from pgnumpy.rlhf.finetune import ESTIMATORS, KL_PENALTIES, RLConfig, rl_finetune
 from pgnumpy.rlhf.grammar import Grammar, gold_reward, to_words
 from pgnumpy.rlhf.lm import LMConfig, TinyLM, pretrain
 from pgnumpy.rlhf.reward_model import RewardModel, RMConfig, train_reward_model
@@ -72,6 +72,16 @@ class RLHFConfig:
             check_range(f"rl.{name}", getattr(rl, name), 0, None, lo_open=True)
         check_range("rl.clip_eps", rl.clip_eps, 0, 1, lo_open=True, hi_open=True)
         check_range("rl.lam", rl.lam, 0, 1)
+        check_choice("rl.estimator", rl.estimator, ESTIMATORS)
+        check_choice("rl.kl_penalty", rl.kl_penalty, KL_PENALTIES)
+        if rl.estimator != "ppo":
+            check_int("rl.group", rl.group, lo=2)
+            if rl.batch % rl.group:
+                raise UserError(f"rl.batch ({rl.batch}) must be a multiple of rl.group "
+                                f"({rl.group}): the batch is split into groups")
+        elif rl.kl_penalty != "reward":
+            raise UserError("rl.kl_penalty 'k3_loss' goes with a group estimator (rloo, grpo, "
+                            "grpo_nostd, dr_grpo); ppo puts the KL in the reward")
         if self.rl.max_len < Grammar().max_len:
             raise UserError(f"rl.max_len must be >= {Grammar().max_len} (the grammar's longest "
                             f"sentence), got {self.rl.max_len}")
