@@ -36,7 +36,11 @@ import typing  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from pgnumpy.algos import ALGOS  # noqa: E402
-from pgnumpy.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from pgnumpy.checkpoint import (  # noqa: E402
+    checkpoint_arrays,
+    load_checkpoint,
+    write_checkpoint,
+)
 from pgnumpy.errors import UserError  # noqa: E402
 from pgnumpy.fileio import atomic_write  # noqa: E402
 from pgnumpy.logger import Logger  # noqa: E402
@@ -153,6 +157,33 @@ def plot_learning_curve(rows: list[dict], path: Path, title: str) -> None:
     atomic_write(path, buf.getvalue())
 
 
+CHECKPOINT_EVERY_S = 10.0
+
+
+class Checkpointer:
+    """The `on_epoch` of a run: after every epoch, the run's state copied in memory (~0.1 ms,
+    checkpoint.checkpoint_arrays); written to disk atomically (~1 ms) after the first epoch, then
+    at most every `every` seconds, and by flush() when the run ends, however it ends (finished,
+    solved, Ctrl-C, a non-finite loss). So an interrupted run loses at most the epoch in progress,
+    as when every epoch was written, and a killed one (SIGKILL, power) at most `every` seconds.
+    Writing after every epoch cost ~12% of the default CartPole run's training time."""
+
+    def __init__(self, path: Path, config: dict, every: float = CHECKPOINT_EVERY_S):
+        self.path, self.config, self.every = path, config, every
+        self.pending: dict | None = None  # the last completed epoch's arrays, not yet written
+        self.written_at = -float("inf")
+
+    def __call__(self, epoch: int, state: dict) -> None:
+        self.pending = checkpoint_arrays(config=self.config, epoch=epoch, **state)
+        if time.monotonic() - self.written_at >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            write_checkpoint(self.path, self.pending)
+            self.pending, self.written_at = None, time.monotonic()
+
+
 def prepare_out(out: Path) -> None:
     """Make a fresh run directory, refusing to overwrite a run or to write where it cannot."""
     if out.exists() and not out.is_dir():
@@ -177,12 +208,12 @@ def run(algo: str, cfg, out: Path, quiet: bool = False, resume: dict | None = No
     if resume is None:
         atomic_write(out / "config.json", json.dumps(config, indent=2) + "\n")
     _, train_fn = ALGOS[algo]
-
-    def on_epoch(epoch: int, state: dict) -> None:
-        save_checkpoint(out / "checkpoint.npz", config=config, epoch=epoch, **state)
-
+    checkpointer = Checkpointer(out / "checkpoint.npz", config, CHECKPOINT_EVERY_S)
     logger = Logger(out, quiet=quiet, append=int(resume["epoch"]) if resume is not None else False)
-    result = train_fn(cfg, logger, on_epoch=on_epoch, resume=resume)
+    try:
+        result = train_fn(cfg, logger, on_epoch=checkpointer, resume=resume)
+    finally:  # the end, Ctrl-C, a non-finite loss: the last completed epoch goes to disk now
+        checkpointer.flush()
     if result.history:
         title = f"{algo} on {cfg.env_id}"
         plot_learning_curve(logger.read_all(), out / "learning_curve.png", title)

@@ -213,3 +213,60 @@ def test_trpo_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, ca
     # the observation statistics continued too: the old count plus one batch's valid steps
     assert seen < end["extra"]["obs_norm"]["count"] <= seen + 512
     assert seen_g < end["extra"]["rew_scale"]["count"] <= seen_g + 512
+
+
+@pytest.mark.parametrize("every, writes", [(0.0, 8), (float("inf"), 2)])
+def test_checkpoints_are_written_after_the_first_epoch_then_on_an_interval(
+        every, writes, tmp_path, monkeypatch):
+    """8 epochs: every epoch with a 0 s interval; with an infinite one, after the first epoch and
+    once at the end; the file always holds the last epoch's state."""
+    import pgnumpy.train as train_mod
+
+    calls = []
+    real = train_mod.write_checkpoint
+    monkeypatch.setattr(train_mod, "write_checkpoint", lambda p, a: calls.append(1) or real(p, a))
+    monkeypatch.setattr(train_mod, "CHECKPOINT_EVERY_S", every)
+    assert main([*SMALL, "--total-steps", str(8 * 512), "--out", str(tmp_path / "r")]) == 0
+    assert len(calls) == writes and int(load_checkpoint(tmp_path / "r")["epoch"]) == 7
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "nan"])
+def test_an_early_stop_writes_the_last_completed_epoch_whatever_the_interval(
+        stop, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during epoch 5, or a NaN loss found at epoch 5, with the interval infinite (only
+    epoch 0 was written by then): the checkpoint holds epoch 4, the last completed one, so an
+    interrupted run still loses at most the epoch in progress."""
+    import pgnumpy.train as train_mod
+
+    if stop == "ctrl-c":
+        real, n = ppo.collect, []
+
+        def collect(*a, **k):
+            n.append(1)
+            if len(n) == 6:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+
+        monkeypatch.setattr(ppo, "collect", collect)
+    else:
+        real, n = ppo.value_loss, []
+
+        def value_loss(pred, target):
+            n.append(1)
+            loss, dv = real(pred, target)
+            return (float("nan") if len(n) > 5 * 16 else loss), dv  # 16 minibatch steps an epoch
+
+        monkeypatch.setattr(ppo, "value_loss", value_loss)
+    ckpts = []
+    for every in (float("inf"), 0.0):  # the same run written every epoch: the same file content
+        monkeypatch.setattr(train_mod, "CHECKPOINT_EVERY_S", every)
+        n.clear()
+        out = tmp_path / f"r{every}"
+        code = main([*SMALL, "--total-steps", str(10 * 512), "--out", str(out)])
+        assert code == (130 if stop == "ctrl-c" else 2)
+        assert "checkpoint" in capsys.readouterr().err
+        ckpts.append(load_checkpoint(out))
+    assert int(ckpts[0]["epoch"]) == int(ckpts[1]["epoch"]) == 4
+    for key in ("net/policy", "net/critic", "opt/policy/m", "opt/critic/v"):
+        np.testing.assert_array_equal(ckpts[0][key], ckpts[1][key])
+    assert ckpts[0]["rngs"] == ckpts[1]["rngs"]
