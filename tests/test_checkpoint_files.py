@@ -508,6 +508,9 @@ def test_a_full_disk_mid_run_is_one_line_on_the_cli_and_keeps_epoch_1(tmp_path, 
         return (_DiskFills if writes["n"] == 3 else lambda f: f)(open(p, mode))
 
     monkeypatch.setattr(checkpoint, "open", fills_at_the_third, raising=False)
+    import pgnumpy.train
+
+    monkeypatch.setattr(pgnumpy.train, "CHECKPOINT_EVERY_S", 0.0)  # a write after every epoch
     run = tmp_path / "r"
     argv = ["--total-steps", "2048", "--num-envs", "8", "--steps-per-env", "64", "--quiet",
             "--target-return", "inf", "--out", str(run)]
