@@ -180,8 +180,11 @@ class Checkpointer:
 
     def flush(self) -> None:
         if self.pending is not None:
-            write_checkpoint(self.path, self.pending)
-            self.pending, self.written_at = None, time.monotonic()
+            # taken before the write: a failed write (a full disk) is not retried by the flush at
+            # the run's end, so the checkpoint on disk is the one its error line says is kept
+            arrays, self.pending = self.pending, None
+            write_checkpoint(self.path, arrays)
+            self.written_at = time.monotonic()
 
 
 def prepare_out(out: Path) -> None:
