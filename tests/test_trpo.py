@@ -133,21 +133,26 @@ def mean_kl_grad(pol, obs, old):
 @given(nets)
 def test_fvp_is_the_hessian_of_the_mean_kl_at_theta_old(kw):
     """F v = d/dh grad KL_bar(theta_old + h v) at h = 0 (TRPO.4): central differences of the KL's
-    exact gradient (CAT.6, GAU.5 through the backward), float64, h = 1e-5 (error ~ h^2)."""
+    exact gradient (CAT.6, GAU.5 through the backward), float64, Richardson-extrapolated,
+    (4 D(h/2) - D(h)) / 3 with h = 1e-4, which cancels the h^2 term of the central difference's
+    error. The plain central difference at h = 1e-5 reached 8e-7 relative error on a tanh net the
+    thorough hypothesis profile found (batch 1, hidden (3, 3)); the extrapolated one 6e-11."""
     rng, pol, obs = setup(**kw)
     if not away_from_relu_kinks(pol, obs):
         return
     old, cache = pol.dist(obs)
     theta = pol.params.copy()
     assert np.abs(mean_kl_grad(pol, obs, old)).max() < 1e-12  # the KL's minimum: gradient 0
-    for v in rng.normal(size=(2, pol.params.size)):
-        h = 1e-5
+    def central(v, h):
         pol.params[:] = theta + h * v
         plus = mean_kl_grad(pol, obs, old)
         pol.params[:] = theta - h * v
         minus = mean_kl_grad(pol, obs, old)
         pol.params[:] = theta
-        fd = (plus - minus) / (2 * h)
+        return (plus - minus) / (2 * h)
+
+    for v in rng.normal(size=(2, pol.params.size)):
+        fd = (4 * central(v, 5e-5) - central(v, 1e-4)) / 3  # Richardson: O(h^4)
         assert norm_rel_error(pol.fisher_vp(cache, old, v), fd) < 1e-7
 
 
