@@ -195,13 +195,19 @@ def label(params: dict) -> str:
             return "x".join(str(x) for x in v)
         return str(v)
 
-    return ",".join(f"{k}={fmt(v)}" for k, v in params.items())
+    return ",".join(f"{k}={fmt(params[k])}" for k in sorted(params))
 
 
-def trial_dir_name(params: dict, config: dict, seed: int) -> str:
-    """Deterministic from (config, seed): a readable label, the config's hash, the seed."""
+def trial_dir(trials_dir: Path, params: dict, config: dict, seed: int) -> Path:
+    """Deterministic from (config, seed): a readable label of the swept values, the config's
+    hash, the seed. A trial of the same config and seed under another label (the same value
+    swept by another command) is found by its hash and reused."""
+    tail = f"-{config_key(config)}-seed{seed}"
+    found = sorted(trials_dir.glob(f"*{tail}")) if trials_dir.is_dir() else []
+    if found:
+        return found[0]
     readable = re.sub(r"[^A-Za-z0-9=.,_+-]", "_", label(params))[:80] or config["algo"]
-    return f"{readable}-{config_key(config)}-seed{seed}"
+    return trials_dir / (readable + tail)
 
 
 def make_trials(algo: str, fixed: dict, params: dict, seeds: int, out: Path) -> list[Trial]:
@@ -213,7 +219,7 @@ def make_trials(algo: str, fixed: dict, params: dict, seeds: int, out: Path) -> 
         config = json.loads(json.dumps(config))  # as config.json holds it: tuples as lists
         shown = {k: config[k] for k in params}  # typed as the config holds them
         trials.append(Trial(config_key(config), shown, seed, config,
-                            out / "trials" / trial_dir_name(shown, config, seed)))
+                            trial_dir(out / "trials", shown, config, seed)))
     return trials
 
 
@@ -324,6 +330,7 @@ def start_ray(ray, address: str | None, workers: int | None) -> int:
             ray.init(address="local", num_cpus=n, include_dashboard=False,
                      object_store_memory=80 * 2**20, **kwargs)
             return n
+        check_reachable(address)
         ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as e:
         raise UserError(f"cannot connect to the Ray cluster at {address}: "
@@ -332,6 +339,23 @@ def start_ray(ray, address: str | None, workers: int | None) -> int:
     if cpus < 1:
         raise UserError(f"the Ray cluster at {address} has no CPUs to run trials on")
     return min(workers, cpus) if workers else cpus
+
+
+def check_reachable(address: str) -> None:
+    """HOST:PORT and ray://HOST:PORT must answer before Ray is asked: Ray retries an address
+    where nothing listens for minutes, printing a warning every few seconds."""
+    if address == "auto":
+        return  # Ray reads RAY_ADDRESS or this machine's latest cluster, and says if there is none
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise UserError(f"cannot connect to the Ray cluster at {address}: "
+                        f"{e.strerror or e}") from None
 
 
 # ----------------------------------------------------------------------- the searches
@@ -396,7 +420,9 @@ class BayesSearch(Search):
                              FloatDistribution(d.low, d.high, log=d.kind == "loguniform"))
         self.study = optuna.create_study(
             direction="maximize" if maximize else "minimize",
-            sampler=optuna.samplers.TPESampler(seed=seed))
+            # a rerun draws from a fresh stream: the seed alone would draw the first run's
+            # first configurations again
+            sampler=optuna.samplers.TPESampler(seed=seed + len(replay)))
         self.trials, self.asked, self.open = trials, 0, {}
         for params, score in replay:
             if score is None:
@@ -586,6 +612,7 @@ def open_sweep(out: Path, spec: dict) -> dict:
     """OUT/sweep.json: the sweep's spec, an id (a node that sees OUT sees it) and, for Bayesian
     search, the configurations asked so far. A different sweep in the same OUT is refused."""
     path = out / "sweep.json"
+    spec = json.loads(json.dumps(spec))  # as it is stored: tuples as lists
     if path.exists():
         try:
             state = json.loads(path.read_text())

@@ -1,0 +1,270 @@
+"""Issue 16: sweeps on Ray, for real. A Ray head and a second worker node are started on this
+machine (loopback only) and a sweep run through --address must give the same trials, bit for bit
+(wall clock aside), as the default local run; Ctrl-C keeps what finished and a rerun continues
+the rest; a failing trial is recorded and the sweep goes on; without Ray, one line says what to
+install. The Ray processes started here are stopped by the fixtures, whatever happens."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pgnumpy.sweep import INSTALL, main
+
+ROOT = Path(__file__).resolve().parents[1]
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray's node IP: 127.0.0.1, not eth0
+TINY = ["total_steps=2048", "num_envs=8", "steps_per_env=32", "hidden=16"]  # 8 epochs, ~0.1 s
+GRID = ["--grid", "lr=1e-3,4e-3", "--seeds", "2", "--set", *TINY]  # 2 configs x 2 seeds
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Ray head (1 CPU) and a second node (1 CPU), both on 127.0.0.1."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in LOOPBACK.items():
+            mp.setenv(k, v)
+        from ray.cluster_utils import Cluster
+
+        small = dict(num_cpus=1, object_store_memory=80 * 2**20)
+        c = Cluster(initialize_head=True, head_node_args=dict(include_dashboard=False, **small))
+        try:
+            c.add_node(**small)
+            c.wait_for_nodes()
+            yield c
+        finally:
+            c.shutdown()
+
+
+def sweep(out: Path, *args: str, cwd: Path = ROOT, timeout: float = 120):
+    """`python -m pgnumpy.sweep` in a subprocess, as a user runs it."""
+    env = dict(os.environ, **LOOPBACK)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "pgnumpy.sweep", *args, "--out", str(out)],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def progress(run: Path) -> list[dict]:
+    with open(run / "progress.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader(f)]
+
+
+def record(run: Path) -> dict:
+    return json.loads((run / "trial.json").read_text())
+
+
+def digest(run: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(run.iterdir())}
+
+
+def trials(out: Path) -> dict[str, Path]:
+    return {p.name: p for p in sorted((out / "trials").iterdir())}
+
+
+# ------------------------------------------------------------------ local and cluster: the same
+
+
+def test_a_sweep_on_a_two_node_cluster_gives_the_local_sweeps_trials(tmp_path, cluster):
+    local = sweep(tmp_path / "local", *GRID)
+    assert local.returncode == 0, local.stderr
+    remote = sweep(tmp_path / "remote", *GRID, "--address", cluster.address, "--no-plot")
+    assert remote.returncode == 0, remote.stderr
+    a, b = trials(tmp_path / "local"), trials(tmp_path / "remote")
+    assert len(a) == 4 and list(a) == list(b)  # names from (config, seed) alone
+    for name in a:
+        for f in ("config.json", "progress.csv", "checkpoint.npz", "learning_curve.png"):
+            assert (b[name] / f).exists()
+        assert progress(a[name]) == progress(b[name]), name  # same seeds, same runs
+        assert (a[name] / "config.json").read_text() == (b[name] / "config.json").read_text()
+    assert len({record(p)["node"] for p in b.values()}) == 2  # both nodes ran trials
+    # the summary: one row per configuration; the figure; the live view's lines
+    with open(tmp_path / "local" / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["lr"] for r in rows) == ["0.001", "0.004"]
+    assert all(r["seeds"] == "2" and r["finished"] == "2" for r in rows)
+    assert (tmp_path / "local" / "learning_curves.png").stat().st_size > 10_000
+    assert local.stdout.count("] lr=") == 4 and "ETA" in local.stdout and "best:" in local.stdout
+    assert "| lr=0.001 | 0/2 |" in local.stdout  # the console table
+    # a trial directory is an ordinary run: evaluate reads it
+    from pgnumpy.evaluate import main as evaluate_main
+
+    assert evaluate_main([str(next(iter(a.values()))), "--episodes", "1"]) == 0
+
+
+# ------------------------------------------------------------------ nothing lost, nothing repeated
+
+
+def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes_the_interrupted_one(tmp_path,
+                                                                             cluster):
+    """One worker: the short trial finishes, the long one is interrupted by a Ctrl-C sent to the
+    whole process group (Ray's processes included, as a terminal does); the rerun (here on the
+    cluster) skips the short one and continues the long one from its checkpoint."""
+    out = tmp_path / "s"
+    args = ["--grid", "total_steps=1024,40000", "--set", "target_return=inf", "--workers", "1",
+            "--no-plot"]
+    env = dict(os.environ, **LOOPBACK)
+    proc = subprocess.Popen([sys.executable, "-m", "pgnumpy.sweep", *args, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=ROOT, start_new_session=True)
+    try:
+        deadline, long_run = time.time() + 90, None
+        while time.time() < deadline:
+            runs = list((out / "trials").glob("total_steps=40000-*")) if out.exists() else []
+            if runs and (runs[0] / "progress.csv").exists() and len(progress(runs[0])) >= 5:
+                long_run = runs[0]
+                break
+            time.sleep(0.05)
+        assert long_run is not None, "the long trial never got going"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    err = err.strip()
+    assert err.startswith("interrupted: 1 running trials") and "\n" not in err, err
+    short = next((out / "trials").glob("total_steps=1024-*"))
+    assert record(short)["status"] == "done"
+    assert not (long_run / "trial.json").exists()  # interrupted: not finished, not failed
+    from pgnumpy.checkpoint import load_checkpoint
+
+    stopped_at = int(load_checkpoint(long_run)["epoch"])
+    before, short_files = progress(long_run), digest(short)
+
+    again = sweep(out, *args[:-3], "--no-plot", "--address", cluster.address)
+    assert again.returncode == 0, again.stderr
+    assert "2 trials (1 finished before)" in again.stdout
+    assert digest(short) == short_files  # skipped: not one byte rewritten
+    rows = progress(long_run)
+    assert [int(r["epoch"]) for r in rows] == list(range(len(rows)))  # no gap, no repeat
+    assert rows[: stopped_at + 1] == before[: stopped_at + 1]
+    assert record(long_run)["resumed"] is True and int(rows[-1]["env_steps"]) > 39_000
+
+
+# ------------------------------------------------------------------ a failing trial
+
+
+def test_a_failing_trial_is_recorded_in_one_line_and_the_sweep_goes_on(tmp_path, cluster):
+    from test_reliability import BAD_ENVS
+
+    (tmp_path / "badenvs.py").write_text(BAD_ENVS)  # found by the workers: the driver's cwd
+    out = tmp_path / "s"
+    args = ["--grid", "env=CartPole-v1,badenvs:Bad-raise-v0", "--set", *TINY, "--no-plot",
+            "--address", cluster.address]
+    r = sweep(out, *args, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    bad = next((out / "trials").glob("env_id=badenvs_Bad-raise-v0-*"))
+    good = next((out / "trials").glob("env_id=CartPole-v1-*"))
+    rec = record(bad)
+    assert rec["status"] == "failed"
+    assert rec["error"].startswith("env 'badenvs:Bad-raise-v0' failed at rollout step 2: "
+                                   "RuntimeError: the simulator lost its connection")
+    assert "\n" not in rec["error"] and "Traceback" in (bad / "error.txt").read_text()
+    assert record(good)["status"] == "done"
+    assert f"FAILED: {rec['error']}" in r.stdout and "1 trials failed" in r.stdout
+    with open(out / "summary.csv", newline="") as f:
+        rows = {row["env_id"]: row for row in csv.DictReader(f)}
+    assert rows["badenvs:Bad-raise-v0"]["failed"] == "1"
+    assert rows["CartPole-v1"]["failed"] == "0" and rows["CartPole-v1"]["finished"] == "1"
+    # a rerun does not repeat it; --retry-failed does
+    before = digest(bad)
+    r = sweep(out, *args, cwd=tmp_path)
+    assert r.returncode == 1 and "2 trials (2 finished before)" in r.stdout
+    assert digest(bad) == before
+    r = sweep(out, *args, "--retry-failed", cwd=tmp_path)
+    assert r.returncode == 1 and "2 trials (1 finished before)" in r.stdout
+    assert record(bad)["pid"] != rec["pid"]
+
+
+# ------------------------------------------------------------------ Bayesian search
+
+
+def test_bayesian_search_asks_optuna_and_a_rerun_replays_what_it_asked(tmp_path, cluster):
+    out = tmp_path / "s"
+    args = ["--sample", "lr=loguniform:1e-3:1e-2", "--search", "bayes", "--set", *TINY,
+            "--metric", "return", "--no-plot", "--address", cluster.address]
+    r = sweep(out, *args, "--trials", "3")
+    assert r.returncode == 0, r.stderr
+    asked = json.loads((out / "sweep.json").read_text())["asked"]
+    assert len(asked) == 3 and len(trials(out)) == 3
+    r = sweep(out, *args, "--trials", "4")  # one more configuration; the three are not rerun
+    assert r.returncode == 0, r.stderr
+    assert "4 trials (3 finished before)" in r.stdout and r.stdout.count("] lr=") == 1
+    assert json.loads((out / "sweep.json").read_text())["asked"][:3] == asked
+    assert len(trials(out)) == 4
+
+
+# ------------------------------------------------------------------ no Ray; bad input
+
+
+def test_without_ray_one_line_says_what_to_install_and_pgnumpy_never_imports_ray(tmp_path):
+    code = ("import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed
+            "from pgnumpy.sweep import main\n"
+            f"sys.exit(main(['--grid', 'lr=1e-3,4e-3', '--out', {str(tmp_path / 's')!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("error: python -m pgnumpy.sweep runs on Ray, which is not "
+                                f"installed: {INSTALL}")
+    code = ("import sys, pgnumpy.sweep, pgnumpy.train, pgnumpy.plots.phi_forms\n"
+            "assert 'ray' not in sys.modules and 'optuna' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "lr"], "--grid 'lr': expected FIELD=VALUE"),
+    (["--grid", "lrr=1,2"], "--grid lrr: ppo has no field 'lrr'; its fields: env_id, variant"),
+    (["--set", "seed=3"], "--set seed=...: the seeds are --seeds K (seeds 0 .. K-1)"),
+    (["--grid", "lr=0.1,-1"], "lr must be in (0, inf), got -1.0"),
+    (["--grid", "lr=0.1,abc"], "argument --lr: invalid float value: 'abc'"),
+    (["--sample", "lr=lognormal:1:2"], "unknown distribution 'lognormal'; use one of uniform"),
+    (["--sample", "lr=loguniform:0:1"], "need LOW < HIGH and LOW > 0"),
+    (["--sample", "lr=uniform:1"], "expected uniform:LOW:HIGH with two numbers"),
+    (["--grid", "lr=1e-3", "--sample", "lr=uniform:0.1:0.2"], "the field lr is given twice"),
+    (["--grid", "lr=1e-3", "--trials", "4"], "--trials counts --sample draws"),
+    (["--grid", "lr=1e-3", "--search", "bayes"], "--search bayes searches --sample fields"),
+    (["--seeds", "0"], "--seeds and --trials must be >= 1, got 0 and 1"),
+    (["--workers", "0"], "--workers must be >= 1, got 0"),
+    (["--algo", "dqn"], "unknown --algo 'dqn'; choose one of ppo, vpg, simple_pg"),
+    (["--algo", "vpg", "--grid", "phi=advantage"], "unknown phi 'advantage'"),
+    (["--address", "127.0.0.1:1", "--set", "total_steps=512"],
+     "cannot connect to the Ray cluster at 127.0.0.1:1"),
+])
+def test_bad_input_gets_one_line_and_exit_2(tmp_path, capsys, args, message):
+    code = main([*args, "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and message in err and "\n" not in err, err
+
+
+def test_another_sweep_in_the_same_out_is_refused(tmp_path, capsys):
+    (tmp_path / "s").mkdir()
+    state = {"format": "pgnumpy-sweep-1", "id": "x", "asked": [],
+             "spec": {"algo": "vpg", "set": {}, "grid": {}, "sample": {}, "search": "grid",
+                      "search_seed": 0, "metric": "steps", "seeds": 1, "trials": 1}}
+    (tmp_path / "s" / "sweep.json").write_text(json.dumps(state))
+    assert main(["--grid", "lr=1e-3", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "holds another sweep (algo: 'vpg' there, 'ppo' here)" in err
+
+
+def test_trial_names_come_from_the_config_and_the_seed(tmp_path):
+    from pgnumpy.sweep import make_trials
+
+    a = make_trials("ppo", {}, {"lr": "0.001", "gamma": "0.9"}, 2, tmp_path)
+    b = make_trials("ppo", {"gamma": "0.9"}, {"lr": "1e-3"}, 2, tmp_path)
+    assert a[0].run_dir.name == "gamma=0.9,lr=0.001-" + a[0].key + "-seed0"
+    assert a[0].key == b[0].key and a[0].run_dir != b[0].run_dir  # same config, other label
+    a[0].run_dir.mkdir(parents=True)
+    b = make_trials("ppo", {"gamma": "0.9"}, {"lr": "1e-3"}, 2, tmp_path)
+    assert b[0].run_dir == a[0].run_dir  # found by its config's hash: reused, not repeated
+    assert [t.run_dir.name[-6:] for t in a] == ["-seed0", "-seed1"]
+    c = make_trials("ppo", {}, {"lr": "0.001", "gamma": "0.91"}, 1, tmp_path)
+    assert c[0].key != a[0].key
