@@ -237,13 +237,14 @@ def run_trial(algo: str, config: dict, run_dir: str, sweep_id: str) -> dict:
     """Train one trial into its run directory and record the outcome in trial.json.
 
     Runs on a Ray worker. A run with a checkpoint continues from it (train.py's --resume); one
-    that never finished an epoch starts again. A Ctrl-C (ray.cancel) propagates: no record, so
-    the next sweep continues the run. Any other error becomes a failed record, never a crash."""
+    that never finished an epoch starts again. When the sweep is stopped (OUT/stop exists) the
+    run stops after its next checkpoint and nothing is recorded, so the next sweep continues it;
+    so does a Ctrl-C that reaches the worker. Any other error is a failed record, never a crash."""
     import socket
 
     from pgnumpy.checkpoint import load_checkpoint
     from pgnumpy.logger import read_progress
-    from pgnumpy.train import check_config_json, run
+    from pgnumpy.train import StopRun, check_config_json, run
 
     out = Path(run_dir)
     where = {"host": socket.gethostname(), "node": _node_id(), "pid": os.getpid()}
@@ -262,7 +263,10 @@ def run_trial(algo: str, config: dict, run_dir: str, sweep_id: str) -> dict:
         else:  # no epoch finished: start afresh (these files are this sweep's own)
             for name in ("config.json", "progress.csv", "learning_curve.png"):
                 (out / name).unlink(missing_ok=True)
-        result = run(algo, cfg, out, quiet=True, resume=resume)
+        stop = out.parent.parent / "stop"
+        result = run(algo, cfg, out, quiet=True, resume=resume, should_stop=stop.exists)
+    except StopRun:
+        return {"status": "stopped", **where}
     except Exception as e:  # noqa: BLE001 - every failure is recorded, none stops the sweep
         if cli.is_interrupt(e):
             raise
@@ -561,12 +565,26 @@ class Progress:
 # ----------------------------------------------------------------------- the sweep
 
 
+@dataclass
+class SweepResult:
+    rows: list[dict]  # the summary: one row per configuration, best first
+    trials: list[Trial]  # every trial, with its run directory and record
+
+    @property
+    def failed(self) -> int:
+        return sum(r["failed"] for r in self.rows)
+
+    def run_dirs(self) -> list[str]:
+        """The run directories of the trials that finished (what `pgnumpy.plot` can draw)."""
+        return [str(t.run_dir) for t in self.trials if t.record and t.record["status"] == "done"]
+
+
 def run_sweep(algo: str, out: Path, *, sets: list[str] = (), grid: list[str] = (),
               sample: list[str] = (), trials: int = 1, seeds: int = 1, search: str = "random",
               search_seed: int = 0, metric: str = "steps", address: str | None = None,
               workers: int | None = None, retry_failed: bool = False, plot: bool = True
-              ) -> list[dict]:
-    """Run (or continue) a sweep into `out`; return the summary rows, best configuration first."""
+              ) -> SweepResult:
+    """Run (or continue) a sweep into `out`: the arguments are the command's flags."""
     if algo not in ALGOS:
         raise UserError(f"unknown --algo {algo!r}; choose one of {', '.join(ALGOS)}")
     if seeds < 1 or trials < 1:
@@ -592,20 +610,30 @@ def run_sweep(algo: str, out: Path, *, sets: list[str] = (), grid: list[str] = (
         for params in configs:  # every configuration checked before anything starts
             make_trials(algo, fixed, params, 1, out)
 
+    t0 = time.perf_counter()
     ray = import_ray()
-    n_workers = start_ray(ray, address, workers)
+    if address is not None:
+        check_reachable(address)
+    own = not ray.is_initialized()  # a caller already connected (a notebook, the tests): reuse
+    n_workers = start_ray(ray, address, workers) if own else \
+        min(workers or 10**9, max(1, int(ray.cluster_resources().get("CPU", 1))))
+    t1 = time.perf_counter()
     try:
         groups = execute(ray, algo, fixed, out, state, configs, points, dists, spec,
                          n_workers, retry_failed)
     finally:
-        ray.shutdown()
+        if own:
+            ray.shutdown()
+    print(f"Ray: {t1 - t0:.1f} s to start or connect, trials {time.perf_counter() - t1:.1f} s "
+          "(shutdown included)")
     rows = summarize(groups, metric)
     write_summary(rows, out / "summary.csv")
     print_summary(rows, metric)
     print(f"summary written to {out / 'summary.csv'}")
+    result = SweepResult(rows, [t for ts in groups.values() for t in ts])
     if plot:
-        draw(groups, out, algo)
-    return rows
+        draw(result, out, algo)
+    return result
 
 
 def open_sweep(out: Path, spec: dict) -> dict:
@@ -665,20 +693,23 @@ def execute(ray, algo, fixed, out, state, configs, points, dists, spec, n_worker
     progress = Progress(total=n_configs * seeds - finished, workers=n_workers)
     print(f"sweep: {n_configs * seeds} trials ({finished} finished before), {n_workers} at a "
           f"time, run directories in {out / 'trials'}", flush=True)
+    (out / "stop").unlink(missing_ok=True)  # left by a sweep that was killed while stopping
     remote = ray.remote(num_cpus=1)(run_trial)
     queue: list[Trial] = []
     queued: set[str] = set()  # configurations whose trials were queued (asked twice: once)
     running: dict = {}  # ObjectRef -> Trial
 
-    def best() -> str:
-        rows = summarize({k: ts for k, ts in groups.items() if any(t.record for t in ts)}, metric)
+    def best() -> str:  # among configurations with every seed finished, if there are any
+        complete = {k: ts for k, ts in groups.items() if all(t.record for t in ts)}
+        rows = summarize(complete or {k: ts for k, ts in groups.items()
+                                      if any(t.record for t in ts)}, metric)
         if not rows or rows[0]["score"] is None:
             return "-"
         r = rows[0]
         how = (f"median {r['median_steps_to_solve']:,.0f} steps to solve"
                if metric == "steps" and r["solved"] else
                f"final return {r['final_return_mean']:.1f}")
-        return f"{r['config']} ({r['solved']}/{r['finished']} solved, {how})"
+        return f"{r['config']} ({r['solved']}/{r['seeds']} solved, {how})"
 
     def refill() -> None:  # ask for configurations until every worker has a trial waiting
         while len(queue) < n_workers:
@@ -698,19 +729,28 @@ def execute(ray, algo, fixed, out, state, configs, points, dists, spec, n_worker
         if all(t.record for t in ts):
             search.tell(ts[0].asked, config_score(ts, metric))
 
-    try:
+    def submit() -> None:
         refill()
-        while queue or running:
-            while queue and len(running) < n_workers:
-                t = queue.pop(0)
-                t.run_dir.mkdir(parents=True, exist_ok=True)
-                t.started = time.perf_counter()
-                ref = remote.remote(algo, t.config, str(t.run_dir.resolve()), state["id"])
-                running[ref] = t
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=30.0)
+        while queue and len(running) < n_workers:
+            t = queue.pop(0)
+            t.run_dir.mkdir(parents=True, exist_ok=True)
+            t.started = time.perf_counter()
+            running[remote.remote(algo, t.config, str(t.run_dir.resolve()), state["id"])] = t
+
+    try:
+        submit()
+        quiet_since = time.perf_counter()
+        while running:
+            # short waits: Ray checks for Ctrl-C only when a wait returns
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
             if not ready:
-                print(f"... {len(running)} running, {progress.done}/{progress.total} done",
-                      flush=True)
+                if time.perf_counter() - quiet_since > 30:
+                    print(f"... {len(running)} running, {progress.done}/{progress.total} done",
+                          flush=True)
+                    quiet_since = time.perf_counter()
+                continue
+            quiet_since = time.perf_counter()
+            finished = []
             for ref in ready:
                 t = running.pop(ref)
                 try:
@@ -718,17 +758,29 @@ def execute(ray, algo, fixed, out, state, configs, points, dists, spec, n_worker
                 except ray.exceptions.RayError as e:  # the worker died (killed, out of memory)
                     t.record = {"status": "failed", "error": " ".join(str(e).split())[:300]}
                     atomic_write(t.run_dir / "trial.json", json.dumps(t.record, indent=2) + "\n")
+                if t.record.get("status") == "stopped":  # an OUT/stop from elsewhere: later
+                    t.record = None
+                    continue
                 tell_if_done(groups[t.key])
+                finished.append(t)
+            submit()  # the next trials start before the console line is printed
+            for t in finished:
                 progress.finished(t, len(running), best())
-            refill()
     except (KeyboardInterrupt, SystemError) as e:
         if not cli.is_interrupt(e):
             raise
-        for ref in running:  # a KeyboardInterrupt in each task: its last checkpoint is kept
-            ray.cancel(ref)
-        if running:
-            ray.wait(list(running), num_returns=len(running), timeout=10.0)
+        # Each running trial stops after its next checkpoint (a Ctrl-C that reached the workers
+        # too stops them at once, their checkpoints written whole). Not ray.cancel: in Ray 2.60
+        # cancelling a task as it completes can abort the driver (task_manager.cc check).
+        (out / "stop").touch()
+        try:
+            if running:
+                ray.wait(list(running), num_returns=len(running), timeout=60.0)
+        except KeyboardInterrupt:  # a second Ctrl-C: do not wait; Ray's shutdown ends them
+            pass
         raise SweepInterrupted(len(running)) from None
+    finally:
+        (out / "stop").unlink(missing_ok=True)
     return groups
 
 
@@ -749,11 +801,10 @@ def load_trials(trials: list[Trial], retry_failed: bool) -> list[Trial]:
     return trials
 
 
-def draw(groups: dict[str, list[Trial]], out: Path, algo: str) -> None:
+def draw(result: SweepResult, out: Path, algo: str) -> None:
     from pgnumpy.plot import plot_runs
 
-    dirs = [str(t.run_dir) for ts in groups.values() for t in ts
-            if t.record and t.record["status"] == "done"]
+    dirs = result.run_dirs()
     if not dirs:
         return
     try:
@@ -806,7 +857,7 @@ def _main(argv: list[str] | None) -> int:
                            args.search_seed, args.metric])
         out = f"runs/sweep-{args.algo}-{hashlib.sha256(what.encode()).hexdigest()[:8]}"
     try:
-        rows = run_sweep(args.algo, Path(out), sets=args.set, grid=args.grid,
+        result = run_sweep(args.algo, Path(out), sets=args.set, grid=args.grid,
                          sample=args.sample, trials=args.trials, seeds=args.seeds,
                          search=args.search, search_seed=args.search_seed, metric=args.metric,
                          address=args.address, workers=args.workers,
@@ -815,10 +866,9 @@ def _main(argv: list[str] | None) -> int:
         print(f"\ninterrupted: {e.running} running trials stopped at their last checkpoint; "
               f"run the same command again to continue", file=sys.stderr)
         return cli.INTERRUPTED
-    failed = sum(r["failed"] for r in rows)
-    if failed:
-        print(f"{failed} trials failed (their errors: trial.json in each run directory)")
-    return 1 if failed else 0
+    if result.failed:
+        print(f"{result.failed} trials failed (their errors: trial.json in each run directory)")
+    return 1 if result.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

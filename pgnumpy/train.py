@@ -173,8 +173,16 @@ def prepare_out(out: Path) -> None:
         raise UserError(f"cannot write to the run directory {out}: permission denied")
 
 
-def run(algo: str, cfg, out: Path, quiet: bool = False, resume: dict | None = None):
-    """Train `cfg` with `algo`, writing the run directory `out`; returns the TrainResult."""
+class StopRun(Exception):
+    """Raised after an epoch's checkpoint when `run`'s should_stop() says so (a sweep stopping)."""
+
+
+def run(algo: str, cfg, out: Path, quiet: bool = False, resume: dict | None = None,
+        should_stop=None):
+    """Train `cfg` with `algo`, writing the run directory `out`; returns the TrainResult.
+
+    should_stop: called after each epoch's checkpoint; True stops the run there (StopRun), so
+    that a run stopped from outside loses nothing and continues with --resume."""
     cfg.validate()
     if resume is None:
         prepare_out(out)
@@ -185,6 +193,8 @@ def run(algo: str, cfg, out: Path, quiet: bool = False, resume: dict | None = No
 
     def on_epoch(epoch: int, state: dict) -> None:
         save_checkpoint(out / "checkpoint.npz", config=config, epoch=epoch, **state)
+        if should_stop is not None and should_stop():
+            raise StopRun(f"stopped after epoch {epoch}")
 
     logger = Logger(out, quiet=quiet, append=int(resume["epoch"]) if resume is not None else False)
     result = train_fn(cfg, logger, on_epoch=on_epoch, resume=resume)

@@ -44,12 +44,32 @@ def cluster():
             c.shutdown()
 
 
-def sweep(out: Path, *args: str, cwd: Path = ROOT, timeout: float = 120):
-    """`python -m pgnumpy.sweep` in a subprocess, as a user runs it."""
-    env = dict(os.environ, **LOOPBACK)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "pgnumpy.sweep", *args, "--out", str(out)],
-                          capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+@pytest.fixture(scope="module")
+def driver(cluster, tmp_path_factory):
+    """This process connected to the cluster as a Ray driver, so that in-process sweeps reuse
+    one job's worker processes (a new driver pays ~1-2 s of worker start-up and imports). Its
+    working directory at ray.init, which Ray puts on the workers' sys.path, holds badenvs.py."""
+    import ray
+    from test_reliability import BAD_ENVS
+
+    here = tmp_path_factory.mktemp("driver")
+    (here / "badenvs.py").write_text(BAD_ENVS)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(here)
+        mp.syspath_prepend(str(here))
+        ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+        mp.chdir(ROOT)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
+def sweep(out: Path, *args: str) -> subprocess.Popen:
+    """`python -m pgnumpy.sweep` started in a subprocess, as a user runs it."""
+    return subprocess.Popen([sys.executable, "-m", "pgnumpy.sweep", *args, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=dict(os.environ, **LOOPBACK))
 
 
 def progress(run: Path) -> list[dict]:
@@ -72,11 +92,13 @@ def trials(out: Path) -> dict[str, Path]:
 # ------------------------------------------------------------------ local and cluster: the same
 
 
-def test_a_sweep_on_a_two_node_cluster_gives_the_local_sweeps_trials(tmp_path, cluster):
+def test_a_sweep_on_a_two_node_cluster_gives_the_local_sweeps_trials(tmp_path, request):
     local = sweep(tmp_path / "local", *GRID)
-    assert local.returncode == 0, local.stderr
+    cluster = request.getfixturevalue("cluster")  # started meanwhile: Ray start-up mostly waits
     remote = sweep(tmp_path / "remote", *GRID, "--address", cluster.address, "--no-plot")
-    assert remote.returncode == 0, remote.stderr
+    for p in (local, remote):
+        p.stdout, p.stderr = p.communicate(timeout=120)
+        assert p.returncode == 0, p.stderr
     a, b = trials(tmp_path / "local"), trials(tmp_path / "remote")
     assert len(a) == 4 and list(a) == list(b)  # names from (config, seed) alone
     for name in a:
@@ -102,35 +124,35 @@ def test_a_sweep_on_a_two_node_cluster_gives_the_local_sweeps_trials(tmp_path, c
 # ------------------------------------------------------------------ nothing lost, nothing repeated
 
 
-def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes_the_interrupted_one(tmp_path,
-                                                                             cluster):
-    """One worker: the short trial finishes, the long one is interrupted by a Ctrl-C sent to the
-    whole process group (Ray's processes included, as a terminal does); the rerun (here on the
-    cluster) skips the short one and continues the long one from its checkpoint."""
+def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes_the_interrupted_one(tmp_path, driver,
+                                                                             capsys):
+    """One worker: the short trial finishes, the long one is interrupted by a SIGINT to the
+    sweep (in this process, on the cluster: a local Ray's own processes block SIGINT, so a
+    terminal's Ctrl-C reaches the driver alone there too); the rerun skips the short one and
+    continues the long one from its checkpoint."""
+    import threading
+
     out = tmp_path / "s"
-    args = ["--grid", "total_steps=1024,40000", "--set", "target_return=inf", "--workers", "1",
-            "--no-plot"]
-    env = dict(os.environ, **LOOPBACK)
-    proc = subprocess.Popen([sys.executable, "-m", "pgnumpy.sweep", *args, "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=ROOT, start_new_session=True)
-    try:
-        deadline, long_run = time.time() + 90, None
+    args = ["--grid", "total_steps=1024,80000", "--set", "target_return=inf", "--workers", "1",
+            "--no-plot", "--out", str(out)]
+    seen: dict = {}
+
+    def ctrl_c_once_the_long_trial_is_going():
+        deadline = time.time() + 60
         while time.time() < deadline:
-            runs = list((out / "trials").glob("total_steps=40000-*")) if out.exists() else []
+            runs = list((out / "trials").glob("total_steps=80000-*")) if out.exists() else []
             if runs and (runs[0] / "progress.csv").exists() and len(progress(runs[0])) >= 5:
-                long_run = runs[0]
+                seen["long_run"] = runs[0]
                 break
-            time.sleep(0.05)
-        assert long_run is not None, "the long trial never got going"
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err
-    err = err.strip()
-    assert err.startswith("interrupted: 1 running trials") and "\n" not in err, err
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_the_long_trial_is_going, daemon=True).start()
+    assert main(args) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == ("interrupted: 1 running trials stopped at their last checkpoint; run the "
+                   "same command again to continue"), err
+    long_run = seen["long_run"]
     short = next((out / "trials").glob("total_steps=1024-*"))
     assert record(short)["status"] == "done"
     assert not (long_run / "trial.json").exists()  # interrupted: not finished, not failed
@@ -139,28 +161,25 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes_the_interrupted_one(tm
     stopped_at = int(load_checkpoint(long_run)["epoch"])
     before, short_files = progress(long_run), digest(short)
 
-    again = sweep(out, *args[:-3], "--no-plot", "--address", cluster.address)
-    assert again.returncode == 0, again.stderr
-    assert "2 trials (1 finished before)" in again.stdout
+    assert main(args) == 0  # the same command again
+    assert "2 trials (1 finished before)" in capsys.readouterr().out
     assert digest(short) == short_files  # skipped: not one byte rewritten
     rows = progress(long_run)
     assert [int(r["epoch"]) for r in rows] == list(range(len(rows)))  # no gap, no repeat
     assert rows[: stopped_at + 1] == before[: stopped_at + 1]
-    assert record(long_run)["resumed"] is True and int(rows[-1]["env_steps"]) > 39_000
+    assert record(long_run)["resumed"] is True and int(rows[-1]["env_steps"]) > 79_000
 
 
 # ------------------------------------------------------------------ a failing trial
 
 
-def test_a_failing_trial_is_recorded_in_one_line_and_the_sweep_goes_on(tmp_path, cluster):
-    from test_reliability import BAD_ENVS
-
-    (tmp_path / "badenvs.py").write_text(BAD_ENVS)  # found by the workers: the driver's cwd
+def test_a_failing_trial_is_recorded_in_one_line_and_the_sweep_goes_on(tmp_path, driver,
+                                                                        capsys):
     out = tmp_path / "s"
     args = ["--grid", "env=CartPole-v1,badenvs:Bad-raise-v0", "--set", *TINY, "--no-plot",
-            "--address", cluster.address]
-    r = sweep(out, *args, cwd=tmp_path)
-    assert r.returncode == 1, r.stderr
+            "--out", str(out)]
+    assert main(args) == 1  # badenvs.py: an env that raises at its third step
+    stdout = capsys.readouterr().out
     bad = next((out / "trials").glob("env_id=badenvs_Bad-raise-v0-*"))
     good = next((out / "trials").glob("env_id=CartPole-v1-*"))
     rec = record(bad)
@@ -169,35 +188,35 @@ def test_a_failing_trial_is_recorded_in_one_line_and_the_sweep_goes_on(tmp_path,
                                    "RuntimeError: the simulator lost its connection")
     assert "\n" not in rec["error"] and "Traceback" in (bad / "error.txt").read_text()
     assert record(good)["status"] == "done"
-    assert f"FAILED: {rec['error']}" in r.stdout and "1 trials failed" in r.stdout
+    assert f"FAILED: {rec['error']}" in stdout and "1 trials failed" in stdout
     with open(out / "summary.csv", newline="") as f:
         rows = {row["env_id"]: row for row in csv.DictReader(f)}
     assert rows["badenvs:Bad-raise-v0"]["failed"] == "1"
     assert rows["CartPole-v1"]["failed"] == "0" and rows["CartPole-v1"]["finished"] == "1"
-    # a rerun does not repeat it; --retry-failed does
-    before = digest(bad)
-    r = sweep(out, *args, cwd=tmp_path)
-    assert r.returncode == 1 and "2 trials (2 finished before)" in r.stdout
-    assert digest(bad) == before
-    r = sweep(out, *args, "--retry-failed", cwd=tmp_path)
-    assert r.returncode == 1 and "2 trials (1 finished before)" in r.stdout
-    assert record(bad)["pid"] != rec["pid"]
+    # a rerun leaves both as they are; --retry-failed runs the failed one only
+    good_files, bad_files = digest(good), digest(bad)
+    assert main(args) == 1 and "2 trials (2 finished before)" in capsys.readouterr().out
+    assert digest(bad) == bad_files
+    assert main([*args, "--retry-failed"]) == 1
+    assert "2 trials (1 finished before)" in capsys.readouterr().out
+    assert digest(good) == good_files and record(bad)["status"] == "failed"
 
 
 # ------------------------------------------------------------------ Bayesian search
 
 
-def test_bayesian_search_asks_optuna_and_a_rerun_replays_what_it_asked(tmp_path, cluster):
+def test_bayesian_search_asks_optuna_and_a_rerun_replays_what_it_asked(tmp_path, driver,
+                                                                       capsys):
     out = tmp_path / "s"
     args = ["--sample", "lr=loguniform:1e-3:1e-2", "--search", "bayes", "--set", *TINY,
-            "--metric", "return", "--no-plot", "--address", cluster.address]
-    r = sweep(out, *args, "--trials", "3")
-    assert r.returncode == 0, r.stderr
+            "--metric", "return", "--no-plot", "--out", str(out)]
+    assert main([*args, "--trials", "3"]) == 0
     asked = json.loads((out / "sweep.json").read_text())["asked"]
     assert len(asked) == 3 and len(trials(out)) == 3
-    r = sweep(out, *args, "--trials", "4")  # one more configuration; the three are not rerun
-    assert r.returncode == 0, r.stderr
-    assert "4 trials (3 finished before)" in r.stdout and r.stdout.count("] lr=") == 1
+    capsys.readouterr()
+    assert main([*args, "--trials", "4"]) == 0  # one more configuration; the three not rerun
+    stdout = capsys.readouterr().out
+    assert "4 trials (3 finished before)" in stdout and stdout.count("] lr=") == 1
     assert json.loads((out / "sweep.json").read_text())["asked"][:3] == asked
     assert len(trials(out)) == 4
 
