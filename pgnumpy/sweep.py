@@ -600,7 +600,7 @@ def run_sweep(algo: str, out: Path, *, sets: list[str] = (), grid: list[str] = (
             "sample": {k: dataclasses.asdict(d) for k, d in dists.items()},
             "search": search if dists else "grid", "search_seed": search_seed,
             "metric": metric, "seeds": seeds, "trials": trials}
-    state = open_sweep(out, spec)
+    # every refusal comes before anything is written: a corrected command can use the same --out
     if search == "bayes" and dists:
         configs = None
         make_trials(algo, fixed, {}, 1, out)  # a bad --set: one line now, not in every trial
@@ -609,11 +609,12 @@ def run_sweep(algo: str, out: Path, *, sets: list[str] = (), grid: list[str] = (
             grid_points(points)
         for params in configs:  # every configuration checked before anything starts
             make_trials(algo, fixed, params, 1, out)
-
     t0 = time.perf_counter()
     ray = import_ray()
     if address is not None:
         check_reachable(address)
+    state = open_sweep(out, spec)
+
     own = not ray.is_initialized()  # a caller already connected (a notebook, the tests): reuse
     n_workers = start_ray(ray, address, workers) if own else \
         min(workers or 10**9, max(1, int(ray.cluster_resources().get("CPU", 1))))

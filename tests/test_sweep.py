@@ -232,6 +232,7 @@ def test_without_ray_one_line_says_what_to_install_and_pgnumpy_never_imports_ray
     assert r.returncode == 2
     assert r.stderr.strip() == ("error: python -m pgnumpy.sweep runs on Ray, which is not "
                                 f"installed: {INSTALL}")
+    assert not (tmp_path / "s").exists()
     code = ("import sys, pgnumpy.sweep, pgnumpy.train, pgnumpy.plots.phi_forms\n"
             "assert 'ray' not in sys.modules and 'optuna' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
@@ -261,6 +262,7 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert err.startswith("error: ") and message in err and "\n" not in err, err
+    assert not (tmp_path / "s").exists()  # refused before anything is written
 
 
 def test_another_sweep_in_the_same_out_is_refused(tmp_path, capsys):
