@@ -202,8 +202,16 @@ def prepare_out(out: Path) -> None:
         raise UserError(f"cannot write to the run directory {out}: permission denied")
 
 
-def run(algo: str, cfg, out: Path, quiet: bool = False, resume: dict | None = None):
-    """Train `cfg` with `algo`, writing the run directory `out`; returns the TrainResult."""
+class StopRun(Exception):
+    """Raised after an epoch's checkpoint when `run`'s should_stop() says so (a sweep stopping)."""
+
+
+def run(algo: str, cfg, out: Path, quiet: bool = False, resume: dict | None = None,
+        should_stop=None):
+    """Train `cfg` with `algo`, writing the run directory `out`; returns the TrainResult.
+
+    should_stop: called after each epoch's checkpoint; True stops the run there (StopRun), so
+    that a run stopped from outside loses nothing and continues with --resume."""
     cfg.validate()
     if resume is None:
         prepare_out(out)
@@ -212,9 +220,15 @@ def run(algo: str, cfg, out: Path, quiet: bool = False, resume: dict | None = No
         atomic_write(out / "config.json", json.dumps(config, indent=2) + "\n")
     _, train_fn = ALGOS[algo]
     checkpointer = Checkpointer(out / "checkpoint.npz", config, CHECKPOINT_EVERY_S)
+
+    def on_epoch(epoch: int, state: dict) -> None:
+        checkpointer(epoch, state)
+        if should_stop is not None and should_stop():  # written by the flush below: nothing lost
+            raise StopRun(f"stopped after epoch {epoch}")
+
     logger = Logger(out, quiet=quiet, append=int(resume["epoch"]) if resume is not None else False)
     try:
-        result = train_fn(cfg, logger, on_epoch=checkpointer, resume=resume)
+        result = train_fn(cfg, logger, on_epoch=on_epoch, resume=resume)
     finally:  # the end, Ctrl-C, a non-finite loss: the last completed epoch goes to disk now
         checkpointer.flush()
     if result.history:
