@@ -6,7 +6,7 @@
     python -m pgnumpy.bench --algo trpo                      # + where TRPO's time goes
 
 For each seed it trains as `python -m pgnumpy.train` does (the CLI's defaults and the env's
-preset, a run directory with its checkpoint written after every epoch, here a temporary one),
+preset, a run directory with its checkpoints as the CLI writes them, here a temporary one),
 stopping at the target (default: the env's reward_threshold), and reports: seeds solved, median
 env steps and wall seconds (training only, imports excluded) at which the 100-episode mean first
 reached the target, the median final return, the training throughput (env steps per second,
@@ -134,7 +134,7 @@ def _main(argv: list[str] | None) -> int:
     solved_steps, solved_wall, finals, rates, shares = [], [], [], [], []
     for seed in range(args.seeds):
         _, cfg, _ = parse_args([*flags, "--seed", str(seed)])
-        with tempfile.TemporaryDirectory() as out:  # as the CLI runs: checkpoint every epoch
+        with tempfile.TemporaryDirectory() as out:  # as the CLI runs: run directory, checkpoints
             r = run(args.algo, cfg, Path(out), quiet=True)
         last = r.history[-1]
         finals.append(last["ep_return_mean"])

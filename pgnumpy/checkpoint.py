@@ -23,16 +23,14 @@ import io
 import json
 import math
 import os
-import signal
 import struct
-import threading
 import zipfile
-from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 
 from pgnumpy.errors import UserError
+from pgnumpy.fileio import atomic_write, deferred_sigint  # noqa: F401 (re-exported)
 
 FORMAT = "pgnumpy-checkpoint-2"
 
@@ -97,44 +95,15 @@ def write_checkpoint(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with deferred_sigint():  # a Ctrl-C mid-write would leave a half-written file: finish first
-        try:
-            with open(tmp, "wb") as f:
-                f.write(buf.getbuffer())
-            os.replace(tmp, path)
-        except BaseException as e:
-            with suppress(OSError):  # a partial temp file is useless: never leave it behind
-                tmp.unlink()
-            if not isinstance(e, OSError):
-                raise
-            what = e.strerror or errno.errorcode.get(e.errno or 0, "") or str(e)
-            fix = "free some disk space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
-            raise UserError(
-                f"could not write the checkpoint {path} ({_one_line(what)}); the last good "
-                f"checkpoint is kept: {fix}, then continue with --resume {path.parent}"
-            ) from None
-
-
-@contextmanager
-def deferred_sigint():
-    """Hold a SIGINT until the block ends, then raise KeyboardInterrupt as usual.
-
-    If SIGINT is ignored (a background job of a shell script starts so), it stays ignored: no
-    handler is installed. Likewise off the main thread, or under a handler Python did not set."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(
-        signal.SIGINT
-    ) in (signal.SIG_IGN, None):
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
+        atomic_write(path, buf.getvalue())  # temp file + rename, Ctrl-C held, temp removed
+    except OSError as e:
+        what = e.strerror or errno.errorcode.get(e.errno or 0, "") or str(e)
+        fix = "free some disk space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
+        raise UserError(
+            f"could not write the checkpoint {path} ({_one_line(what)}); the last good "
+            f"checkpoint is kept: {fix}, then continue with --resume {path.parent}"
+        ) from None
 
 
 class Checkpoint(dict):

@@ -88,7 +88,7 @@ def entry(main: Callable[[list[str] | None], int], argv: list[str] | None = None
 def _one_line(e: BaseException) -> str:
     if isinstance(e, MemoryError):
         return f"out of memory: {e}" if str(e) else "out of memory"
-    if isinstance(e, OSError) and not isinstance(e, UserError):
+    if isinstance(e, OSError):
         where = f" {e.filename}" if e.filename else ""
         return f"{e.strerror or e}{':' if where else ''}{where}"
     return " ".join(str(e).split())

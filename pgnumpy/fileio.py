@@ -10,9 +10,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
-from pgnumpy.checkpoint import deferred_sigint
+
+@contextmanager
+def deferred_sigint():
+    """Hold a SIGINT until the block ends, then raise KeyboardInterrupt as usual.
+
+    If SIGINT is ignored (a background job of a shell script starts so), it stays ignored: no
+    handler is installed. Likewise off the main thread, or under a handler Python did not set."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(
+        signal.SIGINT
+    ) in (signal.SIG_IGN, None):
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:

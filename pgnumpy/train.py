@@ -7,7 +7,8 @@ chosen algorithm's config is a flag (`--algo simple_pg --help` lists simple_pg's
 The run directory (--out, default runs/ALGO-ENV-seedS-TIME) holds
     config.json       the algorithm and its full config
     progress.csv      one row per epoch (the console table)
-    checkpoint.npz    the networks' parameters after the last completed epoch (written atomically)
+    checkpoint.npz    the run's whole state at a completed epoch (written atomically: after
+                      the first epoch, every 10 s, and when the run ends; see Checkpointer)
     learning_curve.png
 """
 

@@ -58,14 +58,21 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
-def rewrite_config(run: Path, **changes) -> None:
-    """Change the config in both the checkpoint and config.json, as a crafted run would."""
+def edit_checkpoint(run: Path, edit) -> dict:
+    """Rewrite a run's checkpoint as a crafted or damaged file would be: edit(arrays, meta)
+    changes the arrays or the meta dict in place. Returns the meta written."""
     with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(str(arrays["meta"]))
-    meta["config"].update(changes)
+    edit(arrays, meta)
     arrays["meta"] = np.array(json.dumps(meta))
     np.savez(run / "checkpoint.npz", **arrays)
+    return meta
+
+
+def rewrite_config(run: Path, **changes) -> None:
+    """Change the config in both the checkpoint and config.json, as a crafted run would."""
+    meta = edit_checkpoint(run, lambda arrays, meta: meta["config"].update(changes))
     (run / "config.json").write_text(json.dumps(meta["config"]))
 
 
@@ -238,10 +245,8 @@ def test_a_crafted_pickle_in_a_checkpoint_is_never_unpickled(small_run, tmp_path
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    arrays["net/policy"] = np.array([Payload()], dtype=object)
-    np.savez(run / "checkpoint.npz", **arrays)
+    edit_checkpoint(run, lambda arrays, meta: arrays.update(
+        {"net/policy": np.array([Payload()], dtype=object)}))
     for command in (lambda: evaluate_main([str(run)]),
                     lambda: train_main(["--resume", str(run)])):
         assert "checkpoint" in one_line(command(), capsys)
@@ -366,10 +371,7 @@ def test_plot_of_a_run_with_no_finished_episode_yet(tmp_path, capsys):
 
 def test_evaluate_on_non_finite_parameters(small_run, tmp_path, capsys):
     run = copy_run(small_run, tmp_path / "r")
-    with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    arrays["net/policy"][3] = np.nan
-    np.savez(run / "checkpoint.npz", **arrays)
+    edit_checkpoint(run, lambda arrays, meta: arrays["net/policy"].__setitem__(3, np.nan))
     assert "holds NaN/inf parameters in network 'policy'" in one_line(evaluate_main([str(run)]),
                                                                       capsys)
 
@@ -477,12 +479,10 @@ def test_resume_and_load_check_the_normalisers_against_the_checkpoint(tmp_path):
     with pytest.raises(UserError, match="norm_obs=True, but the checkpoint holds no obs_norm"):
         ppo.train(ppo.PPOConfig(total_steps=512, num_envs=2, steps_per_env=64, hidden=(8,),
                                 norm_obs=True), resume=load_checkpoint(plain))
-    with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    meta = json.loads(str(arrays["meta"]))
-    for key in ("mean", "var"):
-        meta["extra"]["obs_norm"][key] = meta["extra"]["obs_norm"][key][:2]
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez(run / "checkpoint.npz", **arrays)
+    def shorten(arrays, meta):
+        for key in ("mean", "var"):
+            meta["extra"]["obs_norm"][key] = meta["extra"]["obs_norm"][key][:2]
+
+    edit_checkpoint(run, shorten)
     with pytest.raises(UserError, match="observation statistics of length 2, expected 3"):
         load(run)
