@@ -6,7 +6,9 @@
 - UserError (bad input), OSError (the filesystem: a full disk, a read-only directory) and
   MemoryError become `error: MESSAGE` on stderr, exit status 2, no traceback.
 - Ctrl-C becomes one line, exit status 130 (also when it lands inside a numba call, which numba
-  reports as a SystemError with the KeyboardInterrupt as its context). What the line says about
+  reports as a SystemError with the KeyboardInterrupt as its context; its compiler, interrupted
+  while caching a kernel, as a RuntimeError: any exception raised while a Ctrl-C was being
+  handled is that Ctrl-C). What the line says about
   the run's checkpoint is the command's business: `main` may catch KeyboardInterrupt itself.
 - NumPy's RuntimeWarnings (overflow, invalid value) are held back while the command runs: printed
   after a successful run, dropped in front of an error line, which already says what went wrong.
@@ -18,6 +20,7 @@ a Ctrl-C while numpy, numba and gymnasium load then exits with one line too.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import warnings
@@ -36,8 +39,11 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def _startup_interrupt(signum, frame):
-    print("\ninterrupted while starting up; nothing was written", file=sys.stderr)
-    sys.exit(INTERRUPTED)
+    print("\ninterrupted while starting up; nothing was written", file=sys.stderr, flush=True)
+    # os._exit, not sys.exit: the SystemExit would be raised inside whatever import is running,
+    # and import machinery can swallow it (seen: the run then went on to the end). Nothing is
+    # written before `entry` takes over, so there is nothing to clean up.
+    os._exit(INTERRUPTED)
 
 
 def guard_startup() -> None:
@@ -48,7 +54,8 @@ def guard_startup() -> None:
 
 
 def is_interrupt(e: BaseException) -> bool:
-    """A KeyboardInterrupt, or an error raised while one was being handled (numba's SystemError)."""
+    """A KeyboardInterrupt, or any error raised while one was being handled (numba's SystemError,
+    or its RuntimeError when a kernel being compiled and cached is interrupted)."""
     while e is not None:
         if isinstance(e, KeyboardInterrupt):
             return True
@@ -71,7 +78,7 @@ def entry(main: Callable[[list[str] | None], int], argv: list[str] | None = None
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return INTERRUPTED
-    except SystemError as e:
+    except Exception as e:  # an error raised while handling a Ctrl-C is that Ctrl-C
         if not is_interrupt(e):
             raise
         print("\ninterrupted", file=sys.stderr)

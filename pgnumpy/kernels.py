@@ -14,6 +14,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from pgnumpy.fileio import deferred_sigint
+
 
 @numba.njit(cache=True)
 def categorical_logp(logits: np.ndarray, act: np.ndarray) -> np.ndarray:
@@ -172,13 +174,18 @@ def episode_stats(rew, term, trunc, valid, ep_ret, ep_len):
 
 def warm_up() -> None:
     """Compile (first run) or load from the cache every kernel, with the argument types the
-    training path uses, so that the cost lands before the training clock starts."""
+    training path uses, so that the cost lands before the training clock starts.
+
+    Ctrl-C is held until it is done: a KeyboardInterrupt raised inside numba's compiler lands in
+    an llvmlite ctypes callback, where Python ignores it ("Exception ignored ..."), and the run
+    then either carries on as if never interrupted or fails on a half-cached kernel."""
     z32, z64 = np.zeros((1, 2), np.float32), np.zeros((1, 1))
     b, i64 = np.zeros((1, 1), bool), np.zeros(1, np.int64)
-    categorical_sample(z32, np.zeros(1))
-    categorical_logp(z32, i64)
-    categorical_logp(z32.astype(np.float64), i64)
-    reward_to_go(z64, b, b, z64, 0.99)
-    episode_return(z64, b, b, b, z64, 0.99)
-    gae(z64, z64, z64, b, b, 0.99, 0.95)
-    episode_stats(z64, b, b, b, np.zeros(1), np.zeros(1, np.int64))
+    with deferred_sigint():
+        categorical_sample(z32, np.zeros(1))
+        categorical_logp(z32, i64)
+        categorical_logp(z32.astype(np.float64), i64)
+        reward_to_go(z64, b, b, z64, 0.99)
+        episode_return(z64, b, b, b, z64, 0.99)
+        gae(z64, z64, z64, b, b, 0.99, 0.95)
+        episode_stats(z64, b, b, b, np.zeros(1), np.zeros(1, np.int64))

@@ -767,7 +767,7 @@ def execute(ray, algo, fixed, out, state, configs, points, dists, spec, n_worker
             submit()  # the next trials start before the console line is printed
             for t in finished:
                 progress.finished(t, len(running), best())
-    except (KeyboardInterrupt, SystemError) as e:
+    except (KeyboardInterrupt, Exception) as e:  # also an error raised while handling one (numba)
         if not cli.is_interrupt(e):
             raise
         # Each running trial stops after its next checkpoint (a Ctrl-C that reached the workers

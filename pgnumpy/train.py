@@ -249,7 +249,7 @@ def _main(argv: list[str] | None) -> int:
         resume, quiet = None, args.quiet
     try:
         result = run(algo, cfg, out, quiet, resume)
-    except (KeyboardInterrupt, SystemError) as e:  # numba reports a Ctrl-C as a SystemError
+    except (KeyboardInterrupt, Exception) as e:  # also an error raised while handling one (numba)
         if not cli.is_interrupt(e):
             raise
         if (out / "checkpoint.npz").exists():

@@ -127,7 +127,7 @@ def _main(argv: list[str] | None) -> int:
         with threadpool_limits(limits=1, user_api="blas"):  # as training elsewhere
             summary = run(cfg, out, from_stage=args.from_stage, figures=not args.no_figures,
                           print_fn=say)
-    except (KeyboardInterrupt, SystemError) as e:
+    except (KeyboardInterrupt, Exception) as e:  # also an error raised while handling one (numba)
         if not cli.is_interrupt(e):
             raise
         done = [s for s in ("lm", "rm", "rl") if (out / f"{s}.npz").exists()]
