@@ -68,9 +68,14 @@ def scripted(monkeypatch, module, scripts):
 
 def next_val_of(V, obs, last_obs):
     """V of the true next state, written out: the obs stored one row later (at a reset row: the
-    final observation), and last_obs after the last row."""
-    T = obs.shape[0]
-    return np.stack([V(obs[t + 1]) if t < T - 1 else V(last_obs) for t in range(T)])
+    final observation), and last_obs after the last row.
+
+    V is called on the whole stored batch and on last_obs, the two calls training makes: the
+    critic is float32, and a BLAS kernel may round a row differently with the batch's size (seen
+    on an AVX-512 host: V of 3 rows at a time differed from V of all 21 by 2.7e-8), which the
+    1e-9 comparisons of the targets would take for a wrong bootstrap."""
+    T, val, last = obs.shape[0], V(obs), V(last_obs)
+    return np.stack([val[t + 1] if t < T - 1 else last for t in range(T)])
 
 
 def normalize_ref(x):
