@@ -119,22 +119,42 @@ def test_checkpoint_that_does_not_fit_the_network_is_refused(tmp_path):
                   resume=ck)
 
 
-def test_a_nan_loss_stops_the_run_naming_the_epoch_and_keeps_the_last_good_checkpoint(
-        tmp_path, capsys, monkeypatch):
+def poison_loss(monkeypatch, fused: bool, which: int, after: int) -> list:
+    """From minibatch step `after` + 1 on, the policy loss (which=0) or the value loss (1) is
+    NaN: in the reference path through objectives' functions as ppo.py calls them, in the
+    fused path through the statistics fused.PPOUpdate.step returns."""
     import pgnumpy.algos.ppo as ppo_mod
 
-    real = ppo_mod.ppo_clip_loss
-    calls = {"n": 0}
-    per_iteration = ppo.PPOConfig().update_epochs * ppo.PPOConfig().minibatches
+    calls = []
+    if fused:
+        real_step = ppo_mod.fused.PPOUpdate.step
+
+        def step(self, *a, **k):
+            calls.append(1)
+            stats = list(real_step(self, *a, **k))
+            stats[which] = float("nan") if len(calls) > after else stats[which]
+            return tuple(stats)
+
+        monkeypatch.setattr(ppo_mod.fused.PPOUpdate, "step", step)
+        return calls  # the steps so far: clear it to start counting again
+    name = ("ppo_clip_loss", "value_loss")[which]
+    real = getattr(ppo_mod, name)
 
     def poisoned(*a, **k):
-        calls["n"] += 1
-        loss, g, info = real(*a, **k)
-        nan = calls["n"] > 2 * per_iteration  # from iteration 3 (epoch 2) on
-        return (float("nan") if nan else loss), g, info
+        calls.append(1)
+        loss, *rest = real(*a, **k)
+        return (float("nan") if len(calls) > after else loss), *rest
 
-    monkeypatch.setattr(ppo_mod, "ppo_clip_loss", poisoned)
-    code = main([*SMALL, "--out", str(tmp_path / "r")])
+    monkeypatch.setattr(ppo_mod, name, poisoned)
+    return calls
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_nan_loss_stops_the_run_naming_the_epoch_and_keeps_the_last_good_checkpoint(
+        fused, tmp_path, capsys, monkeypatch):
+    per_iteration = ppo.PPOConfig().update_epochs * ppo.PPOConfig().minibatches
+    poison_loss(monkeypatch, fused, 0, 2 * per_iteration)  # from iteration 3 (epoch 2) on
+    code = main([*SMALL, "--out", str(tmp_path / "r"), *([] if fused else ["--no-fused"])])
     err = capsys.readouterr().err
     assert code == 2 and "non-finite loss (nan) at epoch 2" in err
     assert int(load_checkpoint(tmp_path / "r")["epoch"]) == 1
@@ -248,15 +268,8 @@ def test_an_early_stop_writes_the_last_completed_epoch_whatever_the_interval(
             return real(*a, **k)
 
         monkeypatch.setattr(ppo, "collect", collect)
-    else:
-        real, n = ppo.value_loss, []
-
-        def value_loss(pred, target):
-            n.append(1)
-            loss, dv = real(pred, target)
-            return (float("nan") if len(n) > 5 * 16 else loss), dv  # 16 minibatch steps an epoch
-
-        monkeypatch.setattr(ppo, "value_loss", value_loss)
+    else:  # the value loss, in the default (fused) path; 16 minibatch steps an epoch
+        n = poison_loss(monkeypatch, True, 1, 5 * 16)
     ckpts = []
     for every in (float("inf"), 0.0):  # the same run written every epoch: the same file content
         monkeypatch.setattr(train_mod, "CHECKPOINT_EVERY_S", every)

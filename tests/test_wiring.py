@@ -241,18 +241,20 @@ def test_simple_pg_improves_the_return(seed):
 # ----------------------------------------------------------------------------------------- PPO
 
 
-def test_ppo_first_minibatch_gets_gae_targets_normalised_advantages_and_logp_old(monkeypatch):
-    """GAE from V on the batch and V(last_obs), lambda-returns as value targets, the advantage
-    normalised over the minibatch, logp_old the acting log-prob, the minibatch the first slice of
-    mb_rng's first permutation (mb_rng = the third spawn of the seed, replayed here)."""
+FIRST_MB_CFG = dict(num_envs=3, steps_per_env=7, total_steps=21, update_epochs=2,
+                   minibatches=2, hidden=(8,), gamma=0.9, lam=0.7, clip_eps=0.15, seed=4,
+                   target_return=float("inf"))
+
+
+def first_minibatch_expected(monkeypatch, cfg):
+    """Run PPO on the scripted envs and compute what its first minibatch must receive,
+    independently: GAE from V on the batch and V(last_obs), lambda-returns as value targets,
+    logp_old the acting log-prob, the minibatch the first slice of mb_rng's first permutation
+    (mb_rng = the third spawn of the seed, replayed here). Returns (obs, act, logp_old, adv, ret,
+    val_old, V) of the minibatch, V the critic as it was at the rollout."""
     scripted(monkeypatch, ppo, SCRIPTS)
     critics = registry(monkeypatch, ppo, "ValueCritic")
     batches = spy(monkeypatch, ppo, "collect")
-    clips = spy(monkeypatch, ppo, "ppo_clip_loss")
-    vlosses = spy(monkeypatch, ppo, "value_loss")
-    cfg = ppo.PPOConfig(num_envs=3, steps_per_env=7, total_steps=21, update_epochs=2,
-                        minibatches=2, hidden=(8,), gamma=0.9, lam=0.7, clip_eps=0.15, seed=4,
-                        target_return=float("inf"))
     vf0 = None
 
     def first_critic(*a, **k):
@@ -273,15 +275,52 @@ def test_ppo_first_minibatch_gets_gae_targets_normalised_advantages_and_logp_old
     n = len(adv)
     perm = np.random.default_rng(4).spawn(3)[2].permutation(n)
     idx = perm[: n // 2]
+    return b.obs[m][idx], b.act[m][idx], logp_old[idx], adv[idx], ret[idx], val[m][idx], V
+
+
+def test_ppo_first_minibatch_gets_gae_targets_normalised_advantages_and_logp_old(monkeypatch):
+    """The reference path (fused=False): the advantage normalised over the minibatch reaches
+    ppo_clip_loss with logp_old; lambda-returns reach value_loss (first_minibatch_expected)."""
+    clips = spy(monkeypatch, ppo, "ppo_clip_loss")
+    vlosses = spy(monkeypatch, ppo, "value_loss")
+    cfg = ppo.PPOConfig(fused=False, **FIRST_MB_CFG)
+    obs, _, lp_old_ref, adv, ret, _, V = first_minibatch_expected(monkeypatch, cfg)
     logp, lp_old, a_mb, eps = clips[0][0]
-    np.testing.assert_allclose(lp_old, logp_old[idx], rtol=0, atol=0)
-    np.testing.assert_allclose(a_mb, normalize_ref(adv[idx]), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(logp, logp_old[idx], atol=1e-5)  # ratio 1 before any update
+    np.testing.assert_allclose(lp_old, lp_old_ref, rtol=0, atol=0)
+    np.testing.assert_allclose(a_mb, normalize_ref(adv), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(logp, lp_old_ref, atol=1e-5)  # ratio 1 before any update
     assert eps == 0.15
     v_pred, target = vlosses[0][0]
-    np.testing.assert_allclose(target, ret[idx], rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(v_pred, V(b.obs)[m][idx], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(target, ret, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(v_pred, V(obs), rtol=1e-6, atol=1e-6)
     assert len(clips) == 2 * 2  # update_epochs x minibatches
+
+
+def test_ppo_fused_first_minibatch_gets_the_same_inputs(monkeypatch):
+    """The fused path (the default) hands its step the same minibatch: observations, actions,
+    logp_old, the raw GAE advantages (the kernel normalises them: tests/test_fused.py),
+    lambda-returns, the values at the rollout (for clip_vf), and the config's coefficients."""
+    from pgnumpy import fused
+
+    steps, real_step = [], fused.PPOUpdate.step
+
+    def step(self, *a, **k):
+        steps.append(([x.copy() for x in a], dict(k), self.lr, self.t))
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(fused.PPOUpdate, "step", step)
+    cfg = ppo.PPOConfig(fused=True, ent_coef=0.03, vf_coef=0.7, clip_vf=True, max_grad_norm=0.4,
+                        **FIRST_MB_CFG)
+    expected = first_minibatch_expected(monkeypatch, cfg)[:6]
+    got, kw, lr, t = steps[0]
+    names = ("obs", "act", "logp_old", "adv", "ret", "val_old")
+    for name, g, e in zip(names, got, expected):
+        tol = dict(rtol=0, atol=0) if name in ("obs", "act", "logp_old") else TOL
+        np.testing.assert_allclose(g, e, **tol, err_msg=name)
+    assert kw == dict(clip_eps=0.15, ent_coef=0.03, vf_coef=0.7, clip_vf=True,
+                      max_grad_norm=0.4)
+    assert lr == cfg.lr and t == 0 and len(steps) == 2 * 2
+    assert [s[3] for s in steps] == [0, 1, 2, 3]  # one Adam step per minibatch
 
 
 def test_ppo_with_normalised_observations_feeds_both_networks_the_frozen_statistics(monkeypatch):
@@ -330,8 +369,43 @@ def test_ppo_with_normalised_observations_feeds_both_networks_the_frozen_statist
     np.testing.assert_allclose(res.obs_norm.mean, x.mean(axis=0), rtol=1e-6, atol=1e-7)
 
 
+LR_CLIP_CFG = dict(num_envs=4, steps_per_env=32, total_steps=4 * 32 * 5, update_epochs=2,
+                   minibatches=2, hidden=(8,), lr=3e-3, max_grad_norm=0.05,
+                   target_return=float("inf"))
+
+
+def test_ppo_fused_anneals_lr_and_clips_over_both_networks(monkeypatch):
+    """The fused path: each Adam step gets the step size of lr = lr0 (1 - it / iterations) at
+    step t (ADAM.2 folded, as optim.Adam), and the clip factor min(1, c / ||g||) of the stacked
+    gradient, which holds both networks (tests/test_fused.py shows it is their two gradients)."""
+    from pgnumpy import fused
+
+    calls, real = [], fused.adam_step
+
+    def adam_step(theta, grad, m, v, step_size, eps_hat, b1, b2, scale):
+        if grad.size > 1:  # not fused.warm_up's call
+            calls.append((grad.copy(), step_size, eps_hat, scale))
+        return real(theta, grad, m, v, step_size, eps_hat, b1, b2, scale)
+
+    monkeypatch.setattr(fused, "adam_step", adam_step)
+    ppo.train(ppo.PPOConfig(fused=True, **LR_CLIP_CFG))
+    per_it = 2 * 2
+    assert len(calls) == per_it * 5
+    clipped = 0
+    for k, (grad, step_size, eps_hat, scale) in enumerate(calls):
+        lr, t = 3e-3 * (1 - (k // per_it) / 5), k + 1
+        c2 = 1 - 0.999**t
+        assert step_size == pytest.approx(lr * np.sqrt(c2) / (1 - 0.9**t), rel=1e-12)
+        assert eps_hat == pytest.approx(1e-8 * np.sqrt(c2), rel=1e-12)
+        f = min(1.0, 0.05 / np.linalg.norm(grad.astype(np.float64)))
+        assert scale == pytest.approx(f, rel=1e-6)
+        clipped += f < 1
+    assert clipped > 0  # the clip was active, so the check above says something
+
+
 def test_ppo_annealed_lr_and_the_global_grad_clip_over_both_networks(monkeypatch):
-    """Adam receives lr = lr0 (1 - it / iterations) at iteration it, for both networks; every
+    """The reference path (fused=False).
+    Adam receives lr = lr0 (1 - it / iterations) at iteration it, for both networks; every
     step's policy and critic gradients are the raw ones scaled by one common factor
     min(1, c / ||(g_pi, g_v)||), the norm taken over BOTH networks together."""
     steps = []
@@ -359,9 +433,7 @@ def test_ppo_annealed_lr_and_the_global_grad_clip_over_both_networks(monkeypatch
 
     monkeypatch.setattr(ppo, "make_policy", make_policy)
     critics = registry(monkeypatch, ppo, "ValueCritic")
-    cfg = ppo.PPOConfig(num_envs=4, steps_per_env=32, total_steps=4 * 32 * 5, update_epochs=2,
-                        minibatches=2, hidden=(8,), lr=3e-3, max_grad_norm=0.05,
-                        target_return=float("inf"))
+    cfg = ppo.PPOConfig(fused=False, **LR_CLIP_CFG)
     real_net_backward = None
 
     def wrap_critic():
