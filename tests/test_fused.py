@@ -82,16 +82,8 @@ def fused_grads(upd, obs, act, logp_old, adv, ret, val_old, clip_eps, ent_coef, 
         stats = fused.categorical_clip_head(hs[-1], act, logp_old, adv, ret, val_old, clip_eps,
                                             ent_coef, vf_coef, clip_vf, dout)
     upd.backward(hs, dout)
-    # the stacked gradient, unstacked through the parameter copy: grad -> theta -> networks
-    saved = upd.theta.copy()
-    upd.theta[:] = upd.grad
-    g_pi, g_v = np.empty_like(upd.policy.params), np.empty_like(upd.critic.params)
-    p_save, c_save = upd.policy.params.copy(), upd.critic.params.copy()
-    upd._copy(to_stacked=False)
-    g_pi[:], g_v[:] = upd.policy.params, upd.critic.params
-    upd.policy.params[:], upd.critic.params[:] = p_save, c_save
-    upd.theta[:] = saved
-    return g_pi, g_v, stats, hs
+    # the stacked gradient, in each network's own layout (pack/unpack's gather)
+    return upd.grad[upd.pol_at], upd.grad[upd.crit_at], stats, hs
 
 
 cases = st.fixed_dictionaries({

@@ -102,7 +102,7 @@ def test_a_sweep_on_a_two_node_cluster_gives_the_local_sweeps_trials(tmp_path, r
     a, b = trials(tmp_path / "local"), trials(tmp_path / "remote")
     assert len(a) == 4 and list(a) == list(b)  # names from (config, seed) alone
     for name in a:
-        for f in ("config.json", "progress.csv", "checkpoint.npz", "learning_curve.png"):
+        for f in ("config.json", "progress.csv", "checkpoint.npz"):
             assert (b[name] / f).exists()
         assert progress(a[name]) == progress(b[name]), name  # same seeds, same runs
         assert (a[name] / "config.json").read_text() == (b[name] / "config.json").read_text()

@@ -73,7 +73,7 @@ def test_help_lists_every_flag_with_its_default(capsys):
 def test_vpg_run_writes_its_directory_and_learns(tmp_path, capsys):
     """A short fixed-seed run: 12 epochs of 2048 steps take CartPole from ~20 to > 100."""
     out = tmp_path / "run"
-    code = main(["--algo", "vpg", "--epochs", "12", "--seed", "1", "--out", str(out)])
+    code = main(["--algo", "vpg", "--epochs", "12", "--seed", "1", "--out", str(out), "--plot"])
     assert code == 0
     assert {p.name for p in out.iterdir()} >= {
         "config.json", "progress.csv", "checkpoint.npz", "learning_curve.png"}
@@ -129,13 +129,16 @@ def test_env_presets_apply_under_the_flags_given():
     assert cfg.gamma == 0.98 and not cfg.norm_obs  # CartPole: the dataclass defaults
 
 
-def test_pendulum_trains_with_no_other_flags(tmp_path):
+def test_pendulum_trains_with_no_other_flags(tmp_path, capsys):
     """Continuous actions end to end through the CLI (a short budget; the bench runs 300k)."""
     code = main(["--env", "Pendulum-v1", "--total-steps", "4096", "--out", str(tmp_path / "p"),
                  "--quiet"])
     assert code == 0
     ck = load_checkpoint(tmp_path / "p")
     assert "obs_norm" in ck["extra"] and ck["net/policy"].size > 0
+    # no --plot: no matplotlib figure (0.4 s of a default run's 1 s), and the way to draw one
+    assert not (tmp_path / "p" / "learning_curve.png").exists()
+    assert f"python -m pgnumpy.plot {tmp_path / 'p'}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("algo", ["vpg", "simple_pg", "trpo"])

@@ -235,9 +235,10 @@ def train(
         if rew_scale is not None:
             rew_scale.load(resume["extra"]["rew_scale"])
     kernels.warm_up()  # JIT compile / cache load before the clock starts
-    use_fused = cfg.fused and cfg.variant == "clip"
-    if use_fused:
+    fast = None  # the fast path: the same steps on a stacked copy of both networks (fused.py)
+    if cfg.fused and cfg.variant == "clip":
         fused.warm_up(dtype, gaussian=isinstance(policy, GaussianPolicy))
+        fast = fused.PPOUpdate(policy, vf, opt, vf_opt)
     start = time.perf_counter() - wall0
     for it in range(first, iterations):
         if cfg.anneal_lr:  # linear decay to 0 over the budget
@@ -273,8 +274,8 @@ def train(
         n = len(obs)
         mb_size = max(1, n // cfg.minibatches)
         stats = []
-        # the fast path: the same steps on a stacked copy of both networks (pgnumpy/fused.py)
-        fast = fused.PPOUpdate(policy, vf, opt, vf_opt) if use_fused else None
+        if fast is not None:
+            fast.pack()  # this iteration's parameters, Adam state and annealed lr
         for _ in range(cfg.update_epochs):
             perm = mb_rng.permutation(n)
             for lo in range(0, n - mb_size + 1, mb_size):
