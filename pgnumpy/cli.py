@@ -1,7 +1,7 @@
 """The one entry point every command goes through: user errors and interrupts as one line.
 
     if __name__ == "__main__":
-        sys.exit(cli.entry(main))
+        sys.exit(cli.entry(main))    # (train, evaluate: cli.exit_now(main()), a fast exit)
 
 - UserError (bad input), OSError (the filesystem: a full disk, a read-only directory) and
   MemoryError become `error: MESSAGE` on stderr, exit status 2, no traceback.
@@ -90,6 +90,23 @@ def entry(main: Callable[[list[str] | None], int], argv: list[str] | None = None
             seen.add(key)
             print(f"warning: {w.message} ({w.filename}:{w.lineno})", file=sys.stderr)
     return status
+
+
+def exit_now(status: int) -> None:
+    """End the process with `status` once the command is done, skipping the interpreter's
+    teardown: with numba and llvmlite loaded it took ~0.2 s here (freeing LLVM's objects and
+    numba's module graph), a fifth of the default training command. Nothing is lost: every run
+    file was written and closed atomically before, the exit handlers (atexit, weakref
+    finalizers: temporary directories) run here, and the standard streams are flushed."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
+            pass
+    os._exit(status)
 
 
 def _one_line(e: BaseException) -> str:

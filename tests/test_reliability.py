@@ -185,6 +185,28 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err and err.strip().count("\n") == 0
 
 
+def test_the_fast_exit_keeps_the_status_the_output_and_the_exit_handlers(tmp_path):
+    """`python -m pgnumpy.train` ends through cli.exit_now (os._exit, no interpreter teardown):
+    the status is the command's, stdout through a pipe (block-buffered) arrives whole, and
+    atexit handlers registered during the run still run (a marker file written by one)."""
+    marker = tmp_path / "atexit-ran"
+    code = (f"import atexit, pathlib, sys; atexit.register(pathlib.Path({str(marker)!r}).touch); "
+            "sys.argv[0] = 'pgnumpy.train'; import runpy; "
+            "runpy.run_module('pgnumpy.train', run_name='__main__')")
+    args = [*TINY, "--out", str(tmp_path / "r")]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a buffered pipe
+    p = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
+                       text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.rstrip().endswith(f"(draw its learning curve: python -m pgnumpy.plot "
+                                      f"{tmp_path / 'r'})")
+    assert marker.exists() and (tmp_path / "r" / "checkpoint.npz").exists()
+    p = subprocess.run([sys.executable, "-m", "pgnumpy.train", *args], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.startswith("error: ")
+    assert "already holds a run" in p.stderr
+
+
 @pytest.mark.parametrize("error", [SystemError, RuntimeError])
 def test_ctrl_c_inside_a_numba_call_and_before_any_checkpoint(error, monkeypatch, tmp_path,
                                                              capsys):
