@@ -51,9 +51,3 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-
-
-def append_line(path: str | Path, line: str) -> None:
-    """Append one line, with SIGINT held so that an interrupt never leaves half a row."""
-    with deferred_sigint(), open(path, "a", newline="") as f:
-        f.write(line)

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from pgnumpy.errors import UserError
-from pgnumpy.fileio import append_line, atomic_write
+from pgnumpy.fileio import atomic_write, deferred_sigint
 
 
 class Logger:
@@ -21,6 +21,7 @@ class Logger:
         self.rows: list[dict] = []
         self.total_epochs: int | None = None  # set by the algorithm: enables the ETA column
         self._keys: list[str] | None = None
+        self._file = None  # progress.csv, open for appending from the first row on
         if append is not False and self.csv_path is not None and self.csv_path.exists():
             self._truncate_after(append)
 
@@ -36,6 +37,12 @@ class Logger:
         csv.writer(buf).writerows(raw[:1] + kept)
         atomic_write(self.csv_path, buf.getvalue())
 
+    def close(self) -> None:
+        """Close progress.csv (every row is already flushed; train.run calls this at the end)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
     def read_all(self) -> list[dict]:
         """Every row of progress.csv (a resumed run's earlier epochs too), numbers as floats."""
         if self.csv_path is None or not self.csv_path.exists():
@@ -49,7 +56,14 @@ class Logger:
             if self.csv_path is not None:
                 atomic_write(self.csv_path, _table(self._keys, []))
         if self.csv_path is not None:
-            append_line(self.csv_path, _table(None, [row], self._keys))
+            # kept open: opening the file for each row cost ~0.1 ms an epoch, ~4% of a CartPole
+            # run; each row is written and flushed whole with Ctrl-C held, so none is cut in half
+            line = _table(None, [row], self._keys)
+            with deferred_sigint():
+                if self._file is None:
+                    self._file = open(self.csv_path, "a", newline="")  # noqa: SIM115
+                self._file.write(line)
+                self._file.flush()
         if not self.quiet:
             shown = dict(row)
             if self.total_epochs is not None:  # console only: time left at the recent pace

@@ -236,6 +236,7 @@ def run(algo: str, cfg, out: Path, quiet: bool = False, resume: dict | None = No
     try:
         result = train_fn(cfg, logger, on_epoch=on_epoch, resume=resume)
     finally:  # the end, Ctrl-C, a non-finite loss: the last completed epoch goes to disk now
+        logger.close()
         checkpointer.flush()
     if plot and result.history:
         title = f"{algo} on {cfg.env_id}"

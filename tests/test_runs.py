@@ -283,3 +283,21 @@ def test_an_early_stop_writes_the_last_completed_epoch_whatever_the_interval(
     for key in ("net/policy", "net/critic", "opt/policy/m", "opt/critic/v"):
         np.testing.assert_array_equal(ckpts[0][key], ckpts[1][key])
     assert ckpts[0]["rngs"] == ckpts[1]["rngs"]
+
+
+def test_each_progress_row_is_on_disk_when_its_epoch_ends(tmp_path):
+    """progress.csv stays open for appending (one open per run, not per row), and each row is
+    flushed as it is logged: after every epoch the file holds that epoch's row, whole."""
+    from pgnumpy.train import run
+
+    seen = []
+
+    def should_stop():  # called after each epoch's row and checkpoint
+        seen.append((tmp_path / "r" / "progress.csv").read_text().splitlines())
+        return False
+
+    cfg = ppo.PPOConfig(total_steps=3 * 128, num_envs=4, steps_per_env=32, hidden=(8,),
+                        target_return=float("inf"))
+    run("ppo", cfg, tmp_path / "r", quiet=True, should_stop=should_stop)
+    assert [len(lines) for lines in seen] == [2, 3, 4]  # the header and one row an epoch
+    assert [line.split(",")[0] for line in seen[-1][1:]] == ["0", "1", "2"]
