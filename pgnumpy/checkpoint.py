@@ -63,8 +63,17 @@ def checkpoint_arrays(
 ) -> dict[str, np.ndarray]:
     """The run's state as the arrays of a checkpoint, copied, so that training can go on
     changing its own: seven entries (every scalar and string in one JSON "meta" entry; Adam's m
-    and v stacked). Cheap enough to take after every epoch (train.py's Checkpointer keeps the
-    last one in memory and writes it now and then)."""
+    and v stacked)."""
+    return snapshot_arrays(snapshot(config=config, epoch=epoch, wall_s=wall_s, nets=nets,
+                                    opts=opts, rngs=rngs, runner=runner, extra=extra))
+
+
+def snapshot(*, config: dict, epoch: int, wall_s: float, nets: dict, opts: dict, rngs: dict,
+             runner, extra: dict | None = None) -> dict:
+    """What checkpoint_arrays needs, copied now and cheaply (train.py's Checkpointer takes one
+    after every epoch and turns the last into arrays only when it writes): the parameters and
+    Adam's moments copied, the RNG states and extras as fresh objects, and of the finished-episode
+    history only its length, since the runner only ever appends to it."""
     meta = {
         "format": FORMAT,
         "config": config,
@@ -72,19 +81,27 @@ def checkpoint_arrays(
         "wall_s": float(wall_s),
         "env_steps": int(runner.env_steps),
         "rngs": {k: g.bit_generator.state for k, g in rngs.items()},
-        "extra": extra or {},
+        "extra": copy.deepcopy(extra or {}),
+        "opt_scalars": {n: {"t": int(o.t), "lr": float(o.lr)} for n, o in opts.items()},
     }
-    states = {name: opt.state_dict() for name, opt in opts.items()}
-    meta["opt_scalars"] = {n: {"t": int(d["t"]), "lr": float(d["lr"])} for n, d in states.items()}
+    n = len(runner.episode_returns)
+    return {"meta": meta, "episodes": (runner.episode_returns, runner.episode_lengths, n),
+            "nets": {name: net.params.copy() for name, net in nets.items()},
+            "opts": {name: np.stack([o.m, o.v]) for name, o in opts.items()}}
+
+
+def snapshot_arrays(snap: dict) -> dict[str, np.ndarray]:
+    """The checkpoint's arrays from a snapshot."""
+    returns, lengths, n = snap["episodes"]
     arrays = {
-        "meta": np.array(json.dumps(meta)),
-        "episode_returns": np.array(runner.episode_returns, dtype=np.float64),
-        "episode_lengths": np.array(runner.episode_lengths, dtype=np.int64),
+        "meta": np.array(json.dumps(snap["meta"])),
+        "episode_returns": np.array(returns[:n], dtype=np.float64),
+        "episode_lengths": np.array(lengths[:n], dtype=np.int64),
     }
-    for name, net in nets.items():
-        arrays[f"net/{name}"] = net.params.copy()
-    for name, d in states.items():
-        arrays[f"opt/{name}"] = np.stack([d["m"], d["v"]])
+    for name, params in snap["nets"].items():
+        arrays[f"net/{name}"] = params
+    for name, mv in snap["opts"].items():
+        arrays[f"opt/{name}"] = mv
     return arrays
 
 

@@ -40,8 +40,9 @@ from pathlib import Path  # noqa: E402
 
 from pgnumpy.algos import ALGOS  # noqa: E402
 from pgnumpy.checkpoint import (  # noqa: E402
-    checkpoint_arrays,
     load_checkpoint,
+    snapshot,
+    snapshot_arrays,
     write_checkpoint,
 )
 from pgnumpy.errors import UserError  # noqa: E402
@@ -167,7 +168,7 @@ CHECKPOINT_EVERY_S = 10.0
 
 class Checkpointer:
     """The `on_epoch` of a run: after every epoch, the run's state copied in memory (~0.1 ms,
-    checkpoint.checkpoint_arrays); written to disk atomically (~1 ms) after the first epoch, then
+    checkpoint.snapshot); written to disk atomically (~1 ms) after the first epoch, then
     at most every `every` seconds, and by flush() when the run ends, however it ends (finished,
     solved, Ctrl-C, a non-finite loss). So an interrupted run loses at most the epoch in progress,
     as when every epoch was written, and a killed one (SIGKILL, power) at most `every` seconds.
@@ -175,11 +176,11 @@ class Checkpointer:
 
     def __init__(self, path: Path, config: dict, every: float = CHECKPOINT_EVERY_S):
         self.path, self.config, self.every = path, config, every
-        self.pending: dict | None = None  # the last completed epoch's arrays, not yet written
+        self.pending: dict | None = None  # the last completed epoch's snapshot, not yet written
         self.written_at = -float("inf")
 
     def __call__(self, epoch: int, state: dict) -> None:
-        self.pending = checkpoint_arrays(config=self.config, epoch=epoch, **state)
+        self.pending = snapshot(config=self.config, epoch=epoch, **state)
         if time.monotonic() - self.written_at >= self.every:
             self.flush()
 
@@ -187,8 +188,8 @@ class Checkpointer:
         if self.pending is not None:
             # taken before the write: a failed write (a full disk) is not retried by the flush at
             # the run's end, so the checkpoint on disk is the one its error line says is kept
-            arrays, self.pending = self.pending, None
-            write_checkpoint(self.path, arrays)
+            snap, self.pending = self.pending, None
+            write_checkpoint(self.path, snapshot_arrays(snap))
             self.written_at = time.monotonic()
 
 

@@ -280,8 +280,10 @@ def test_an_early_stop_writes_the_last_completed_epoch_whatever_the_interval(
         assert "checkpoint" in capsys.readouterr().err
         ckpts.append(load_checkpoint(out))
     assert int(ckpts[0]["epoch"]) == int(ckpts[1]["epoch"]) == 4
-    for key in ("net/policy", "net/critic", "opt/policy/m", "opt/critic/v"):
+    for key in ("net/policy", "net/critic", "opt/policy/m", "opt/critic/v", "episode_returns",
+                "episode_lengths"):
         np.testing.assert_array_equal(ckpts[0][key], ckpts[1][key])
+    assert ckpts[0]["env_steps"] == ckpts[1]["env_steps"]
     assert ckpts[0]["rngs"] == ckpts[1]["rngs"]
 
 
