@@ -326,6 +326,12 @@ def check_config_json(run_dir: Path, saved: dict) -> None:
         raise UserError(f"{path} is damaged ({e}); the checkpoint holds the run's config: "
                         "restore config.json or remove it") from None
     saved = json.loads(json.dumps(saved))  # tuples as lists, as they are on disk
+    if isinstance(on_disk, dict) and saved.get("algo") in ALGOS:
+        # a field a newer pgnumpy added (fused, say) is absent from an older run's config.json,
+        # and holds its default in the checkpoint written since: not an edit
+        defaults = {f.name: f.default for f in dataclasses.fields(ALGOS[saved["algo"]][0])}
+        on_disk = on_disk | {k: saved[k] for k in set(saved) - set(on_disk)
+                             if k in defaults and json.loads(json.dumps(defaults[k])) == saved[k]}
     if on_disk != saved:
         keys = sorted(set(on_disk) | set(saved) if isinstance(on_disk, dict) else saved)
         k = next((k for k in keys if not isinstance(on_disk, dict)

@@ -162,6 +162,21 @@ def test_a_hand_edited_config_json_is_refused_not_ignored(small_run, tmp_path, c
     assert "config.json is damaged" in one_line(train_main(["--resume", str(run)]), capsys)
 
 
+def test_a_config_json_from_before_a_new_field_is_not_an_edit(small_run, tmp_path, capsys):
+    """A run begun by an older pgnumpy has no `fused` in config.json; once resumed, its
+    checkpoint holds the field at its default. That is not a hand edit; any other value is."""
+    run = copy_run(small_run, tmp_path / "r")
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg.pop("fused") is True
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert train_main(["--resume", str(run), "--quiet"]) == 0
+    assert evaluate_main([str(run), "--episodes", "1"]) == 0
+    capsys.readouterr()
+    edit_checkpoint(run, lambda arrays, meta: meta["config"].update(fused=False))
+    err = one_line(train_main(["--resume", str(run)]), capsys)
+    assert "config.json differs from the run's checkpoint (fused: None in config.json" in err
+
+
 # ---------------------------------------------------------------------------------------- signals
 
 
