@@ -8,7 +8,7 @@
 A configuration is the algorithm's config with the --set, --grid and --sample values filled in;
 each configuration runs once per seed (0 .. K-1), and each (configuration, seed) is a trial: an
 ordinary run directory under OUT/trials/ written by `pgnumpy.train.run` (config.json,
-progress.csv, checkpoint.npz, learning_curve.png), so `evaluate` and `plot` read it unchanged.
+progress.csv, checkpoint.npz), so `evaluate` and `plot` read it unchanged.
 Its name is derived from the configuration and the seed alone, so rerunning the same command
 finds its trials again: finished ones are skipped, interrupted ones continue from their last
 checkpoint (train.py's --resume), failed ones stay failed unless --retry-failed.
