@@ -129,6 +129,37 @@ def test_the_fused_gradient_is_the_reference_gradient_in_float64(c):
     np.testing.assert_allclose(f_stats, stats, rtol=1e-10, atol=1e-12)
 
 
+@given(cases)
+def test_the_fused_gradient_matches_finite_differences(c):
+    """The fused step's gradient against central differences of the loss it reports,
+    L = pi_loss - ent_coef * entropy + vf_coef * v_loss, as a function of the stacked vector
+    itself: no reference function involved (tanh only: relu's kinks are not differentiable, and
+    samples near a clip kink are excluded)."""
+    from pgnumpy.gradcheck import central_fd, norm_rel_error, rel_error
+
+    policy, critic = make_nets(c["seed"], c["obs_dim"], c["hidden"], c["n_out"], c["gaussian"])
+    batch = make_batch(c["seed"], policy, c["obs_dim"], c["n"], c["gaussian"])
+    coefs = (0.2, c["ent_coef"], 0.5, c["clip_vf"])
+    upd = fused.PPOUpdate(policy, critic, Adam(policy.params), Adam(critic.params))
+
+    def loss(_):
+        hs = upd.forward(batch[0])
+        head = fused.gaussian_clip_head if upd.gaussian else fused.categorical_clip_head
+        extra = (upd.log_std,) if upd.gaussian else ()
+        out = (np.empty_like(hs[-1]),) + ((np.empty(c["n_out"]),) if upd.gaussian else ())
+        pi_loss, v_loss, entropy, _, _ = head(hs[-1], *extra, *batch[1:], *coefs, *out)
+        return pi_loss - c["ent_coef"] * entropy + 0.5 * v_loss
+
+    # away from the clip's kinks and the clipped value loss's: the FD steps must not cross one
+    logp = reference_grads(policy, critic, *batch, *coefs)[3]
+    assume(np.min(np.abs(np.abs(np.exp(logp - batch[2]) - 1) - 0.2)) > 1e-3)
+    v = critic.net(batch[0])[:, 0]
+    assume(np.min(np.abs(np.abs(v - batch[5]) - 0.2)) > 1e-3)
+    fused_grads(upd, *batch, *coefs)
+    fd = central_fd(loss, upd.theta)
+    assert rel_error(upd.grad, fd) <= 1e-6 or norm_rel_error(upd.grad, fd) <= 1e-7  # test_nn.py's
+
+
 @pytest.mark.parametrize("gaussian", [False, True])
 def test_the_fused_gradient_is_within_float32_rounding_of_the_reference(gaussian):
     """At PPO's default sizes in float32: fused and reference each within F32_TOL (module doc)
