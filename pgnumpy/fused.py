@@ -37,6 +37,7 @@ import numba
 import numpy as np
 
 from pgnumpy.distributions import LOG_2PI
+from pgnumpy.fileio import deferred_sigint
 from pgnumpy.policy import GaussianPolicy
 
 
@@ -48,10 +49,9 @@ class PPOUpdate:
     for a Gaussian policy, log_std (n_out,)."""
 
     def __init__(self, policy, critic, opt, vf_opt):
-        if opt.t != vf_opt.t or opt.lr != vf_opt.lr or opt.betas != vf_opt.betas \
-                or opt.eps != vf_opt.eps:
+        if opt.betas != vf_opt.betas or opt.eps != vf_opt.eps:  # (t and lr: pack checks)
             raise ValueError("the fused update steps both networks together: their Adams must "
-                             "share t, lr, betas and eps")
+                             "share betas and eps")
         self.policy, self.critic, self.opt, self.vf_opt = policy, critic, opt, vf_opt
         self.gaussian = isinstance(policy, GaussianPolicy)
         net = policy.net
@@ -355,14 +355,17 @@ def adam_scalars(lr: float, b1: float, b2: float, eps: float, t: int) -> tuple[f
 
 def warm_up(dtype=np.float32, gaussian: bool = False) -> None:
     """Load (or compile) the kernels one PPO run uses, for its dtype and policy, before the
-    training clock starts (as kernels.warm_up)."""
+    training clock starts, with Ctrl-C held until they are ready, as kernels.warm_up does (an
+    interrupt inside numba's compiler is lost in an llvmlite callback)."""
     z, i64 = np.zeros((2, 1, 1), dtype), np.zeros(1, np.int64)
     one = np.zeros(1)
-    tanh_backward(np.zeros((2, 1, 1), dtype), z)
-    if gaussian:
-        gaussian_clip_head(z, np.zeros(1, dtype), np.zeros((1, 1)), one, one, one, one, 0.2, 0.0,
-                           0.5, False, np.empty_like(z), np.zeros(1, dtype))
-    else:
-        categorical_clip_head(z, i64, one, one, one, one, 0.2, 0.0, 0.5, False, np.empty_like(z))
-    adam_step(np.zeros(1, dtype), np.zeros(1, dtype), np.zeros(1, dtype), np.zeros(1, dtype),
-              1e-3, 1e-8, 0.9, 0.999, 1.0)
+    with deferred_sigint():
+        tanh_backward(np.zeros((2, 1, 1), dtype), z)
+        if gaussian:
+            gaussian_clip_head(z, np.zeros(1, dtype), np.zeros((1, 1)), one, one, one, one, 0.2,
+                               0.0, 0.5, False, np.empty_like(z), np.zeros(1, dtype))
+        else:
+            categorical_clip_head(z, i64, one, one, one, one, 0.2, 0.0, 0.5, False,
+                                  np.empty_like(z))
+        adam_step(np.zeros(1, dtype), np.zeros(1, dtype), np.zeros(1, dtype),
+                  np.zeros(1, dtype), 1e-3, 1e-8, 0.9, 0.999, 1.0)

@@ -265,3 +265,5 @@ def test_the_fused_update_refuses_networks_it_cannot_stack():
     other.t = 1
     with pytest.raises(ValueError, match="share t"):
         fused.PPOUpdate(policy, critic, Adam(policy.params), other)
+    with pytest.raises(ValueError, match="share betas"):
+        fused.PPOUpdate(policy, critic, Adam(policy.params), Adam(critic.params, eps=1e-5))

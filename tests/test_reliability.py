@@ -547,3 +547,22 @@ def test_kernel_warm_up_holds_ctrl_c_until_every_kernel_is_ready(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         kernels.warm_up()
     assert ran == ["gae", "stats"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+def test_fused_warm_up_holds_ctrl_c_until_every_kernel_is_ready(monkeypatch):
+    """The same for the fused update's kernels, compiled on a run's first start."""
+    from pgnumpy import fused
+
+    ran, real_head, real_adam = [], fused.categorical_clip_head, fused.adam_step
+
+    def head(*a):  # stands for a kernel being compiled when the signal arrives
+        os.kill(os.getpid(), signal.SIGINT)
+        ran.append("head")
+        return real_head(*a)
+
+    monkeypatch.setattr(fused, "categorical_clip_head", head)
+    monkeypatch.setattr(fused, "adam_step", lambda *a: ran.append("adam") or real_adam(*a))
+    with pytest.raises(KeyboardInterrupt):
+        fused.warm_up()
+    assert ran == ["head", "adam"]

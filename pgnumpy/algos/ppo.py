@@ -289,13 +289,13 @@ def train(
             if fast is not None:  # the batch shuffled once an epoch: each minibatch is a view
                 shuffled = [x[perm] for x in (obs, act, logp_old, adv, ret, val_old)]
             for lo in range(0, n - mb_size + 1, mb_size):
-                idx = perm[lo : lo + mb_size]
                 if fast is not None:
                     stats.append(fast.step(
                         *(x[lo : lo + mb_size] for x in shuffled),
                         clip_eps=cfg.clip_eps, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
                         clip_vf=cfg.clip_vf, max_grad_norm=cfg.max_grad_norm))
                     continue
+                idx = perm[lo : lo + mb_size]
                 a_mb = normalize(adv[idx])  # per-minibatch normalisation
                 dist, cache = policy.dist(obs[idx])
                 logp = dist.log_prob(act[idx])
