@@ -39,10 +39,9 @@ import typing  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from pgnumpy import rundir  # noqa: E402
-from pgnumpy.algos import ALGOS  # noqa: E402
+from pgnumpy.algos import ALGOS, load_checkpoint  # noqa: E402
 from pgnumpy.algos.common import recent_mean  # noqa: E402
 from pgnumpy.checkpoint import (  # noqa: E402
-    load_checkpoint,
     snapshot,
     snapshot_arrays,
     write_checkpoint,
@@ -224,14 +223,18 @@ def start_fresh(out: Path, config: dict) -> None:
     holds a run, which is never overwritten; one with config.json but no checkpoint is a start
     that ended before its first epoch (Ctrl-C, an unknown env, the memory check): nothing of it
     can be lost, so it starts over."""
-    if (out / "checkpoint.npz").exists():
-        raise UserError(f"{out} already holds a run: continue it with --resume {out}, or give "
-                        "another --out")
+    refuse_a_run(out)
     check_run_files(out)
     progress = out / "progress.csv"
     check_no_symlink(progress)
     progress.unlink(missing_ok=True)  # a row or two of a start that never reached its checkpoint
     atomic_write(out / "config.json", json.dumps(config, indent=2) + "\n")
+
+
+def refuse_a_run(out: Path) -> None:
+    if (out / "checkpoint.npz").exists():
+        raise UserError(f"{out} already holds a run: continue it with --resume {out}, or give "
+                        "another --out")
 
 
 def check_run_files(out: Path) -> None:
@@ -264,6 +267,8 @@ def run(algo: str, cfg, out: Path, quiet: bool = False, resume: dict | None = No
     cfg.validate()
     own = run_dir is None
     if own:
+        if resume is None:
+            refuse_a_run(out)  # before the claim, so that a refusal touches nothing
         run_dir = claim_run(out)
     try:
         return _run(algo, cfg, out, quiet, resume, should_stop, plot)

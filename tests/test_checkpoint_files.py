@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgnumpy import checkpoint, fileio
-from pgnumpy.algos import ppo
-from pgnumpy.checkpoint import deferred_sigint, load_checkpoint, save_checkpoint
+from pgnumpy.algos import load_checkpoint, ppo
+from pgnumpy.checkpoint import deferred_sigint, save_checkpoint
 from pgnumpy.errors import UserError
 from pgnumpy.train import main
 

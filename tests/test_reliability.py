@@ -18,11 +18,10 @@ import numpy as np
 import pytest
 
 from pgnumpy import cli
-from pgnumpy.algos import ppo, simple_pg, vpg
+from pgnumpy.algos import load_checkpoint, ppo, simple_pg, vpg
 from pgnumpy.api import Agent, load
 from pgnumpy.api import train as api_train
 from pgnumpy.bench import main as bench_main
-from pgnumpy.checkpoint import load_checkpoint
 from pgnumpy.errors import UserError
 from pgnumpy.evaluate import main as evaluate_main
 from pgnumpy.logger import Logger
