@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
-from pgnumpy.algos import load_checkpoint
+from pgnumpy.algos import ALGOS, load_checkpoint
 from pgnumpy.algos.common import TrainResult
 from pgnumpy.checkpoint import check_obs_norm_dim
 from pgnumpy.errors import UserError
@@ -28,16 +29,24 @@ from pgnumpy.rollout import check_run_env, env_spec
 
 def train(config, out: str | Path | None = None, quiet: bool = True) -> TrainResult:
     """Train with the algorithm the config belongs to; with `out`, write a run directory too."""
-    from pgnumpy.algos import ALGOS
     from pgnumpy.train import run
 
     algo = next((name for name, (cls, _) in ALGOS.items() if isinstance(config, cls)), None)
     if algo is None:
         raise UserError(f"config must be one of {[c.__name__ for c, _ in ALGOS.values()]}, "
                         f"got {type(config).__name__}")
+    if not isinstance(quiet, bool):
+        raise UserError(f"quiet must be True or False, got {quiet!r}")
     if out is not None:
-        return run(algo, config, Path(out), quiet=quiet)
+        return run(algo, config, as_path(out, "out"), quiet=quiet)
     return ALGOS[algo][1](config, Logger(quiet=quiet))
+
+
+def as_path(value, name: str) -> Path:
+    """A path argument of the API (str or os.PathLike), or UserError naming it."""
+    if isinstance(value, (str, os.PathLike)) and str(value):
+        return Path(value)
+    raise UserError(f"{name} must be a path (a str or pathlib.Path), got {value!r}")
 
 
 class Agent:
@@ -109,6 +118,9 @@ def load(run_dir: str | Path, import_module: str | None = None) -> Agent:
     `import_module="module"`, the user's word that the module may be imported."""
     from pgnumpy.train import check_config_json
 
+    run_dir = as_path(run_dir, "run_dir")
+    if import_module is not None and not isinstance(import_module, str):
+        raise UserError(f"import_module must be a module name (a str), got {import_module!r}")
     ckpt = load_checkpoint(run_dir)
     config = ckpt["config"]
     if not isinstance(config, dict) or not isinstance(config.get("env_id"), str):

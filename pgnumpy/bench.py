@@ -140,6 +140,9 @@ def resolve_ref(ref: str, work: Path) -> Tree:
     """REF as a path to a pgnumpy checkout (an existing path wins over a revision of the same
     name; the table's label says which it was), or else as a git revision of this tree's
     repository, exported under `work` (removed with it)."""
+    if not ref.strip():  # Path("") is ".": the tree compared with itself, "identical runs"
+        raise UserError("--compare needs a git revision or the path of a pgnumpy checkout, "
+                        "got an empty string")
     path = Path(ref).expanduser()
     if path.exists():
         if not (path / "pgnumpy" / "__init__.py").is_file():

@@ -8,11 +8,38 @@ holds plain values (and config.json can be written).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import math
 import numbers
 from collections.abc import Sequence
 
 from pgnumpy.errors import UserError
+
+
+class ConfigError(UserError, TypeError):
+    """A config called with a keyword it has no field for (or a positional too many): a
+    UserError for the CLI and the API, and still the TypeError Python raises for it."""
+
+
+def user_config(cls):
+    """Class decorator for a config dataclass (apply above @dataclass): a call that does not fit
+    its fields raises ConfigError naming them, not a bare TypeError."""
+    init = cls.__init__
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        try:
+            signature.bind(self, *args, **kwargs)
+        except TypeError as e:
+            names = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(f"{cls.__name__}: {e}; its fields are {names}") from None
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
 
 
 def plain(cfg) -> None:

@@ -38,7 +38,8 @@ def run_episodes(agent: Agent, episodes: int, seed: int, deterministic: bool = T
         env = gym.make(env_id, **({"render_mode": "rgb_array"} if render else {}))
     except Exception as e:
         raise UserError(f"env {env_id!r} could not be created{' for rendering' if render else ''}"
-                        f": {type(e).__name__}: {' '.join(str(e).split())}") from None
+                        f": {type(e).__name__}: {' '.join(str(e).split())}"
+                        f"{render_hint(env_id) if render else ''}") from None
     rng = np.random.default_rng(seed)
     returns, frames = [], []
     for k in range(episodes):
@@ -56,10 +57,24 @@ def run_episodes(agent: Agent, episodes: int, seed: int, deterministic: bool = T
             raise
         except Exception as e:  # the env's own failure: which env, which episode and step
             raise UserError(f"env {env_id!r} failed in evaluation episode {k} at step {t}: "
-                            f"{type(e).__name__}: {' '.join(str(e).split())}") from None
+                            f"{type(e).__name__}: {' '.join(str(e).split())}"
+                            f"{render_hint(env_id) if render else ''}") from None
         returns.append(ret)
     env.close()
     return returns, frames
+
+
+def render_hint(env_id: str) -> str:
+    """What a failed render on a machine without a display most likely needs: MuJoCo renders
+    through OpenGL, headless only with MUJOCO_GL=egl (or osmesa) set before it is imported."""
+    try:
+        entry = str(gym.spec(env_id.split(":", 1)[-1]).entry_point)
+    except Exception:  # noqa: BLE001 - a hint only; the error itself is already said
+        return ""
+    if "mujoco" in entry and "MUJOCO_GL" not in os.environ:
+        return ("; MuJoCo renders with OpenGL: on a machine without a display, run with "
+                "MUJOCO_GL=egl (or MUJOCO_GL=osmesa) set")
+    return ""
 
 
 def write_gif(path: str, panels: list[list[np.ndarray]], labels: list[str], fps: int = 25,
@@ -112,6 +127,8 @@ def _main(argv: list[str] | None) -> int:
     args = p.parse_args(argv)
     if args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {args.episodes}")
+    if not 0 <= args.seed <= 2**63 - args.episodes:  # env seeds seed .. seed + episodes - 1
+        raise UserError(f"--seed must be an integer in [0, 2**63 - episodes], got {args.seed}")
     if args.compare_untrained and not args.gif:
         raise UserError("--compare-untrained draws the untrained policy beside the trained one "
                         "in the GIF: give --gif FILE.gif too")

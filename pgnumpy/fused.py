@@ -199,7 +199,7 @@ def tanh_backward(dh, h):
         dh_flat[i] *= 1 - h_flat[i] * h_flat[i]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _normalized(adv):
     """(adv - mean) / (std + 1e-8) over the minibatch   (VPG.1), as objectives.normalize."""
     n = len(adv)
@@ -213,7 +213,7 @@ def _normalized(adv):
     return (adv - mean) / (math.sqrt(ss / n) + 1e-8)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _clip_term(logp, logp_old, a, clip_eps, n):
     """One sample's PPO-clip terms   (PPO.1, PPO.2, PPO.3): (min(r A, clip(r) A), dL/dlogp,
     the KL estimate r - 1 - log r, 1 if unclipped). At a kink the clipped side (gradient 0)."""
@@ -225,7 +225,7 @@ def _clip_term(logp, logp_old, a, clip_eps, n):
     return surrogate, dlogp, r - 1 - log_ratio, 1 if unclipped else 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _value_term(v, val_old, ret, clip_eps, clip_vf, n):
     """One sample's value loss 1/2 (v - R)^2 and dL/dv = (v - R)/n   (VAL.1); with clip_vf,
     the max of the clipped and unclipped errors, 0 where the clipped one wins outside the band
@@ -239,7 +239,7 @@ def _value_term(v, val_old, ret, clip_eps, clip_vf, n):
     return 0.5 * (chosen - ret) ** 2, (0.0 if use_clip and not inside else (chosen - ret) / n)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def categorical_clip_head(out, act, logp_old, adv, ret, val_old, clip_eps, ent_coef, vf_coef,
                           clip_vf, dout):
     """The loss head of a categorical policy and its critic, one pass per sample: writes
@@ -285,7 +285,7 @@ def categorical_clip_head(out, act, logp_old, adv, ret, val_old, clip_eps, ent_c
     return pi_loss / n, v_loss / n, entropy / n, kl / n, 1.0 - unclipped / n
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def gaussian_clip_head(out, log_std, act, logp_old, adv, ret, val_old, clip_eps, ent_coef,
                        vf_coef, clip_vf, dout, dlog_std):
     """As categorical_clip_head for a diagonal Gaussian with a state-independent log_std:
@@ -326,7 +326,9 @@ def gaussian_clip_head(out, log_std, act, logp_old, adv, ret, val_old, clip_eps,
     return pi_loss / n, v_loss / n, H, kl / n, 1.0 - unclipped / n
 
 
-# error_model="numpy": no ZeroDivisionError branch in the loop, so LLVM vectorises it (7x here)
+# error_model="numpy": no ZeroDivisionError branch in the loop, so LLVM vectorises it (7x here).
+# Every kernel here uses it: a division by a std that underflowed to 0 (a diverging lr) gives
+# inf/NaN as NumPy would, which check_finite turns into its one line, not a ZeroDivisionError.
 @numba.njit(cache=True, error_model="numpy")
 def adam_step(theta, grad, m, v, step_size, eps_hat, b1, b2, scale):
     """Adam on the flat vector, in place, on the gradient times `scale` (the global-norm clip's

@@ -5,6 +5,10 @@ Runs whose configs differ only in the seed form one group, drawn as the mean ove
 named by what differs between the groups.
 
     python -m pgnumpy.plot runs/ppo-* runs/vpg-* --out curves.png [--show]
+    python -m pgnumpy.plot RUN      # one run: RUN/learning_curve.png, as train --plot draws it
+
+Without --out, one run's figure goes into its own run directory (learning_curve.png), never into
+the working directory; several runs need --out.
 """
 
 from __future__ import annotations
@@ -113,10 +117,16 @@ def plot_runs(run_dirs: list[str], out: str, title: str | None = None, show: boo
 def _main(argv: list[str] | None) -> int:
     p = cli.ArgumentParser(prog="python -m pgnumpy.plot", description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", nargs="+")
-    p.add_argument("--out", default="learning_curves.png", help="image to write (.png, .pdf, ...)")
+    p.add_argument("--out", default=None, help="image to write (.png, .pdf, ...); default with "
+                   "one run: RUN/learning_curve.png")
     p.add_argument("--title", default=None)
     p.add_argument("--show", action="store_true", help="also open a window")
     args = p.parse_args(argv)
+    if args.out is None:
+        if len(args.run_dirs) > 1:
+            raise UserError(f"{len(args.run_dirs)} runs in one figure: name the image with "
+                            "--out FILE.png")
+        args.out = str(Path(args.run_dirs[0]) / "learning_curve.png")
     check_out_path(args.out)
     plot_runs(args.run_dirs, args.out, args.title, args.show)
     print(f"wrote {args.out}")

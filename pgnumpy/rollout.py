@@ -97,8 +97,12 @@ def check_env(env: gym.vector.VectorEnv) -> None:
             f"observation space {obs_space} is not supported: pgnumpy needs a flat Box "
             "(wrap image or dict observations with gymnasium.wrappers.FlattenObservation)"
         )
+    if obs_space.shape[0] < 1:
+        raise UserError(f"observation space {obs_space} has no dimensions: a policy needs at "
+                        "least one observed number")
     act_space = env.single_action_space
     box_ok = (isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1
+              and act_space.shape[0] >= 1
               and np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high)))
     if not (isinstance(act_space, gym.spaces.Discrete) or box_ok):
         raise UserError(

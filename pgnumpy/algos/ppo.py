@@ -73,6 +73,7 @@ from pgnumpy.config import (
     check_str,
     check_target_return,
     plain,
+    user_config,
 )
 from pgnumpy.errors import UserError
 from pgnumpy.logger import Logger
@@ -140,6 +141,7 @@ PRESETS: dict[str, dict] = {
 DTYPE = np.float32
 
 
+@user_config
 @dataclass
 class PPOConfig:
     env_id: str = "CartPole-v1"

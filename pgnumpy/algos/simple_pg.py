@@ -59,6 +59,7 @@ from pgnumpy.config import (
     check_str,
     check_target_return,
     plain,
+    user_config,
 )
 from pgnumpy.logger import Logger
 from pgnumpy.objectives import pg_loss
@@ -68,6 +69,7 @@ from pgnumpy.policy import QCritic, ValueCritic, make_policy
 from pgnumpy.rollout import Runner, collect, make_env
 
 
+@user_config
 @dataclass
 class SimplePGConfig:
     env_id: str = "CartPole-v1"

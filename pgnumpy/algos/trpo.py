@@ -74,6 +74,7 @@ from pgnumpy.config import (
     check_str,
     check_target_return,
     plain,
+    user_config,
 )
 from pgnumpy.errors import UserError
 from pgnumpy.logger import Logger
@@ -130,6 +131,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
+@user_config
 @dataclass
 class TRPOConfig:
     env_id: str = "CartPole-v1"

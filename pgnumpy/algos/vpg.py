@@ -58,6 +58,7 @@ from pgnumpy.config import (
     check_str,
     check_target_return,
     plain,
+    user_config,
 )
 from pgnumpy.logger import Logger
 from pgnumpy.objectives import normalize, pg_loss
@@ -67,6 +68,7 @@ from pgnumpy.policy import QCritic, ValueCritic, make_policy
 from pgnumpy.rollout import Runner, collect, make_env
 
 
+@user_config
 @dataclass
 class VPGConfig:
     env_id: str = "CartPole-v1"
