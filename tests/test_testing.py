@@ -545,3 +545,36 @@ def test_the_plugins_fixtures(tabular_mdp, pg_rng):
         (2, 2, 0.9, 3)
     assert np.array_equal(tabular_mdp.r, random_tabular_mdp(0).r)
     assert pg_rng.integers(1 << 30) == np.random.default_rng(0).integers(1 << 30)
+
+
+def test_bad_input_gets_one_line_that_says_what_to_fix():
+    x = np.zeros(3)
+    cases = [
+        (lambda: assert_gradient(lambda p: float(p.sum()), x, np.ones(4)),
+         "one entry per entry of x"),
+        (lambda: assert_gradient(lambda p: p, x, np.ones(3)), "one number"),
+        (lambda: assert_gradient(lambda p: float(p.sum()), x, np.ones(3), mode="fast"),
+         "mode must be"),
+        (lambda: assert_gradient(lambda p: float(p.sum()), x), "returns \\(value, gradient\\)"),
+        (lambda: assert_gradient(lambda p: 0.0, np.array([np.nan]), np.ones(1)), "finite"),
+        (lambda: assert_jvp(lambda p: p, x, np.ones(3)), "give the tangent v"),
+        (lambda: random_tabular_mdp(0, S=0), "S must be an integer >= 1"),
+        (lambda: random_tabular_mdp(0, gamma=1.5), "gamma must be in"),
+        (lambda: estimator_expectation(lambda b, p: np.ones(1), random_tabular_mdp(0),
+                                       object()), "probs\\(s\\)"),
+        (lambda: estimator_expectation(lambda b, p: np.ones(1), random_tabular_mdp(0),
+                                       user_policy(S=2), start="reset"), "give T"),
+    ]
+    for call, message in cases:
+        with pytest.raises(UserError, match=message) as e:
+            call()
+        assert "\n" not in str(e.value)
+
+
+def test_gradient_checks_do_not_load_the_exact_machinery():
+    """`from pgnumpy.testing import assert_gradient` stays cheap: the exact checks (gymnasium,
+    numba) load on first use of their names."""
+    code = ("import sys; from pgnumpy.testing import assert_gradient; "
+            "assert 'gymnasium' not in sys.modules and 'numba' not in sys.modules; "
+            "from pgnumpy.testing import assert_unbiased; assert 'gymnasium' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -17,16 +17,6 @@ The pytest plugin (`pgnumpy.testing.plugin`, registered as `pgnumpy` when pgnump
 adds the fixtures `tabular_mdp` and `pg_rng`.
 """
 
-from pgnumpy.testing.exact import (
-    TabularBatch,
-    assert_unbiased,
-    estimator_expectation,
-    exact_gradient,
-    exact_J,
-    exact_values,
-    random_tabular_mdp,
-    tabular_mdps,
-)
 from pgnumpy.testing.gradients import (
     GradCheck,
     assert_gradient,
@@ -37,6 +27,20 @@ from pgnumpy.testing.gradients import (
     rel_error,
     with_params,
 )
+
+# the exact checks import pgnumpy.exact, hence gymnasium and numba (~1 s); loaded on first use, so
+# a test that only checks gradients does not pay for them
+_EXACT = ("TabularBatch", "assert_unbiased", "estimator_expectation", "exact_J", "exact_gradient",
+          "exact_values", "random_tabular_mdp", "tabular_mdps")
+
+
+def __getattr__(name: str):
+    if name in _EXACT:
+        from pgnumpy.testing import exact
+
+        return getattr(exact, name)
+    raise AttributeError(f"module 'pgnumpy.testing' has no attribute {name!r}")
+
 
 __all__ = [
     "GradCheck", "TabularBatch", "assert_gradient", "assert_jvp", "assert_unbiased",
