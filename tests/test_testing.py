@@ -346,8 +346,8 @@ def rtg_minus(gamma, b):
 
 
 def test_exact_checks_on_a_users_policy_pass_and_fail_as_the_theory_says():
-    mdp = random_tabular_mdp(4, S=3, A=2, gamma=0.9, time_limit=3)
-    pol = user_policy(seed=5)
+    mdp = random_tabular_mdp(4, S=2, A=2, gamma=0.9, time_limit=3)
+    pol = user_policy(seed=5, S=2)
     rng = np.random.default_rng(6)
     b_s, b_sa = rng.normal(size=mdp.S), rng.normal(size=(mdp.S, mdp.A))
     # exact_gradient against finite differences of the exact J (PG.1)
@@ -367,7 +367,7 @@ def test_exact_checks_on_a_users_policy_pass_and_fail_as_the_theory_says():
         assert_unbiased(rtg_minus(mdp.gamma, lambda bt: 0.0), mdp, pol)
     with pytest.raises(AssertionError, match="0.5 x target"):  # a stray factor 1/2
         assert_unbiased(lambda bt, p: reinforce(mdp.gamma)(bt, p) / 2, mdp, pol)
-    other = user_policy(seed=9)  # the same MDP under another policy: other batch probabilities
+    other = user_policy(seed=9, S=2)  # the same MDP under another policy: other batch probabilities
     assert_unbiased(reinforce(mdp.gamma), mdp, other)
     assert np.linalg.norm(exact_gradient(mdp, other) - exact_gradient(mdp, pol)) > 1e-3
 
