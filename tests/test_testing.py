@@ -260,6 +260,16 @@ def test_assert_jvp_on_the_mlps_forward_mode():
         assert_jvp(f, net.params, 2 * net.jvp(cache, v), v)
 
 
+def test_assert_jvp_catches_a_transposed_jacobian():
+    """f(x) = tanh(W x), J v = (1 - y^2) (W v); with W^T v instead it fails."""
+    rng = np.random.default_rng(4)
+    W, x = rng.normal(size=(4, 4)), rng.normal(size=4)
+    f = lambda z: np.tanh(W @ z)  # noqa: E731
+    assert_jvp(f, x, lambda z, v: (1 - np.tanh(W @ z) ** 2) * (W @ v))
+    with pytest.raises(AssertionError, match="assert_jvp"):
+        assert_jvp(f, x, lambda z, v: (1 - np.tanh(W @ z) ** 2) * (W.T @ v))
+
+
 def test_assert_jvp_on_a_fisher_vector_product():
     """F v (TRPO.5) is the JVP of theta -> grad mean KL(pi_old || pi_theta) at theta_old (TRPO.4);
     F v with the batch's 1/n weights doubled fails."""
@@ -501,6 +511,7 @@ def test_a_float32_estimate_is_refused():
 def test_reinforce_is_unbiased_on_every_drawn_mdp(mdp):
     """The strategy's MDPs, with gamma drawn from [0.5, 1]: R(tau) against grad J^H, and the
     exact gradient against finite differences of the exact J."""
+    assert mdp.S * (mdp.A * (mdp.S + 1)) ** mdp.time_limit <= 2000
     pol = user_policy(seed=int(mdp.S * 7 + mdp.A), S=mdp.S, A=mdp.A)
     assert_unbiased(reinforce(mdp.gamma), mdp, pol)
     assert_gradient(with_params(pol.params, lambda: exact_J(mdp, pol)), pol.params,

@@ -52,18 +52,19 @@ def random_tabular_mdp(seed: int = 0, S: int = 2, A: int = 2, gamma: float = 0.9
 
 def tabular_mdps(max_S: int = 3, max_A: int = 3, max_time_limit: int = 3, gamma=None,
                  max_paths: int = 2000):
-    """A hypothesis strategy of random_tabular_mdp's, small enough to enumerate fast: at most
-    ~max_paths whole episodes (S (A (S + 1))^time_limit). gamma: a float, or None to draw it from
-    [0.5, 1]."""
-    from hypothesis import assume
+    """A hypothesis strategy of random_tabular_mdp's, small enough to enumerate fast: the time
+    limit is capped so that there are at most max_paths whole episodes (S (A (S + 1))^time_limit
+    counts them). gamma: a float, or None to draw it from [0.5, 1]."""
     from hypothesis import strategies as st
 
     @st.composite
     def strategy(draw):
         S = draw(st.integers(1, max_S))
         A = draw(st.integers(1, max_A))
-        L = draw(st.integers(1, max_time_limit))
-        assume(S * (A * (S + 1)) ** L <= max_paths)
+        L = 1
+        while L < max_time_limit and S * (A * (S + 1)) ** (L + 1) <= max_paths:
+            L += 1
+        L = draw(st.integers(1, L))
         g = draw(st.floats(0.5, 1.0)) if gamma is None else gamma
         return random_tabular_mdp(draw(st.integers(0, 2**32 - 1)), S, A, g, L)
 
