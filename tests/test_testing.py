@@ -35,6 +35,7 @@ from pgnumpy.testing import (
     exact_J,
     exact_values,
     numeric_gradient,
+    numeric_jvp,
     random_tabular_mdp,
     tabular_mdps,
     with_params,
@@ -258,6 +259,21 @@ def test_assert_jvp_on_the_mlps_forward_mode():
     with pytest.raises(AssertionError, match="constant factor"):
         v = np.random.default_rng(3).normal(size=net.params.size)
         assert_jvp(f, net.params, 2 * net.jvp(cache, v), v)
+
+
+def test_numeric_jvp():
+    """Of a linear map, exact to round-off; of tanh(W x), (1 - y^2) W v to the tolerance; x is
+    not written; float32 refused."""
+    rng = np.random.default_rng(5)
+    W, x, v = rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=4)
+    x_before = x.copy()
+    assert np.abs(numeric_jvp(lambda z: W @ z, x, v) - W @ v).max() < 1e-9
+    y = np.tanh(W @ x)
+    assert np.linalg.norm(numeric_jvp(lambda z: np.tanh(W @ z), x, v) - (1 - y**2) * (W @ v)) \
+        < 1e-8 * np.linalg.norm(W @ v)
+    assert np.array_equal(x, x_before)
+    with pytest.raises(UserError, match="float32"):
+        numeric_jvp(lambda z: W @ z, x.astype(np.float32), v)
 
 
 def test_assert_jvp_catches_a_transposed_jacobian():

@@ -5,7 +5,7 @@ Gradient checks (central differences in float64; docs/testing.md):
                                      directions (mode="auto" picks by size)
     assert_jvp(f, x, jvp, v)         a Jacobian-vector product (forward mode, Fisher-vector product)
     assert_vjp(f, x, vjp, u)         a vector-Jacobian product (a backward pass)
-    numeric_gradient(f, x)           the central differences themselves
+    numeric_gradient(f, x)           the central differences themselves; numeric_jvp(f, x, v)
     with_params(buffer, fn)          f(p) for a model that reads its own parameter buffer
 Exact checks (every batch of a small tabular MDP enumerated with its probability):
     random_tabular_mdp(seed, ...)    and tabular_mdps(...), the same as a hypothesis strategy
@@ -24,6 +24,7 @@ from pgnumpy.testing.gradients import (
     assert_vjp,
     norm_rel_error,
     numeric_gradient,
+    numeric_jvp,
     rel_error,
     with_params,
 )
@@ -45,6 +46,6 @@ def __getattr__(name: str):
 __all__ = [
     "GradCheck", "TabularBatch", "assert_gradient", "assert_jvp", "assert_unbiased",
     "assert_vjp", "estimator_expectation", "exact_J", "exact_gradient", "exact_values",
-    "norm_rel_error", "numeric_gradient", "random_tabular_mdp", "rel_error", "tabular_mdps",
-    "with_params",
+    "norm_rel_error", "numeric_gradient", "numeric_jvp", "random_tabular_mdp", "rel_error",
+    "tabular_mdps", "with_params",
 ]

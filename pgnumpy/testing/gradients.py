@@ -108,6 +108,23 @@ def numeric_gradient(f: Callable[[np.ndarray], float], x: np.ndarray,
     return g
 
 
+def _jvp_step(x0: np.ndarray, v: np.ndarray, h) -> float:
+    """t such that x +- t v moves no coordinate more than h * max(1, |x_i|)."""
+    return (H if h is None else h) / max(float(np.max(np.abs(v) / np.maximum(1.0, np.abs(x0)),
+                                                      initial=0.0)), 1e-300)
+
+
+def numeric_jvp(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, v: np.ndarray,
+                h: float | None = None) -> np.ndarray:
+    """J(x) v of an array-valued f by one central difference (f(x + t v) - f(x - t v)) / 2t in
+    float64, t such that no coordinate moves more than h * max(1, |x_i|); x is never written."""
+    x0, v0 = _as_f64("x", x), _as_f64("v", v)
+    if v0.shape != x0.shape:
+        raise UserError(f"the direction v has shape {v0.shape}, x has shape {x0.shape}")
+    t = _jvp_step(x0, v0, h)
+    return (_vector(f(x0 + t * v0), "f's value") - _vector(f(x0 - t * v0), "f's value")) / (2 * t)
+
+
 def _coordinate_differences(f, x0: np.ndarray, h) -> tuple[np.ndarray, np.ndarray]:
     """(numeric gradient, round-off bound per coordinate). Each evaluation gets its own copy, so
     an f that writes into its argument spoils nothing."""
@@ -318,12 +335,11 @@ def assert_jvp(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
     if v is None and not callable(jvp):
         raise UserError("assert_jvp: give the tangent v with an array jvp, or jvp as a function "
                         "(x, v) -> J v to check random tangents")
-    step = H if h is None else h
     an, num, noise = [], [], []
     for vj in _directions(x0, v, k, seed):
         aj = jvp(x0.copy(), vj.copy()) if callable(jvp) else jvp
         aj = _vector(aj, "the analytic JVP")
-        t = step / max(float(np.max(np.abs(vj) / np.maximum(1.0, np.abs(x0)))), 1e-300)
+        t = _jvp_step(x0, vj, h)
         fp = _vector(f(x0 + t * vj), "f's value")
         fm = _vector(f(x0 - t * vj), "f's value")
         if aj.shape != fp.shape:
