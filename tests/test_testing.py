@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from pgnumpy.errors import UserError
 from pgnumpy.exact import (
@@ -174,6 +175,15 @@ def test_directional_mode_on_a_network_above_1024_parameters(plant):
     else:
         with pytest.raises(AssertionError, match="16 random directions"):
             assert_gradient(f, net.params, g)
+
+
+@given(st.lists(st.integers(1, 12), min_size=2, max_size=4), st.integers(0, 2**16),
+       st.sampled_from(["full", "directional"]))
+def test_the_default_tolerance_passes_correct_gradients(sizes, seed, mode):
+    """Random tanh networks, either mode: a correct backward always passes the default rtol."""
+    net, x, R = mlp_setup(tuple(sizes), seed)
+    assert_gradient(with_params(net.params, lambda: mlp_loss_and_grad(net, x, R)[0]),
+                    net.params, mlp_loss_and_grad(net, x, R)[1], mode=mode)
 
 
 def test_grad_none_means_f_returns_value_and_gradient():
