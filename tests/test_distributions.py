@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pgnumpy.distributions import Categorical, DiagGaussian, log_softmax
-from pgnumpy.gradcheck import central_fd, norm_rel_error
+from pgnumpy.testing import norm_rel_error, numeric_gradient
 
 TOL = 1e-7  # norm-relative; central differences in float64 reach ~1e-10 here
 
@@ -22,7 +22,7 @@ def logits(draw):
 def test_log_prob_gradient(d):
     z, act, _ = d
     g = Categorical(z).log_prob_grad(act)
-    fd = central_fd(lambda zz: float(Categorical(zz).log_prob(act).sum()), z.copy())
+    fd = numeric_gradient(lambda zz: float(Categorical(zz).log_prob(act).sum()), z.copy())
     assert norm_rel_error(g, fd) < TOL
 
 
@@ -30,7 +30,7 @@ def test_log_prob_gradient(d):
 def test_entropy_gradient(d):
     z, _, _ = d
     g = Categorical(z).entropy_grad()
-    fd = central_fd(lambda zz: float(Categorical(zz).entropy().sum()), z.copy())
+    fd = numeric_gradient(lambda zz: float(Categorical(zz).entropy().sum()), z.copy())
     assert norm_rel_error(g, fd) < TOL or np.abs(g - fd).max() < 1e-9  # A = 1: both are 0
 
 
@@ -39,7 +39,7 @@ def test_kl_gradient_wrt_the_second_argument(d):
     z, _, rng = d
     p = Categorical(rng.uniform(-5, 5, z.shape))
     g = p.kl_grad_other(Categorical(z))
-    fd = central_fd(lambda zz: float(p.kl(Categorical(zz)).sum()), z.copy())
+    fd = numeric_gradient(lambda zz: float(p.kl(Categorical(zz)).sum()), z.copy())
     assert norm_rel_error(g, fd) < TOL or np.abs(g - fd).max() < 1e-9
 
 
@@ -47,7 +47,7 @@ def test_a_wrong_entropy_gradient_fails_the_same_check():
     z = np.random.default_rng(0).uniform(-3, 3, (3, 4))
     d = Categorical(z)
     wrong = -d.probs * d.logp_all  # the "+ H" term forgotten
-    fd = central_fd(lambda zz: float(Categorical(zz).entropy().sum()), z.copy())
+    fd = numeric_gradient(lambda zz: float(Categorical(zz).entropy().sum()), z.copy())
     assert norm_rel_error(d.entropy_grad(), fd) < TOL
     assert norm_rel_error(wrong, fd) > 1e-3
 
@@ -110,8 +110,8 @@ def gaussians(draw):
 def fd_pair(f, mean, log_std):
     """Finite differences of a scalar f(mean, log_std) w.r.t. each argument."""
     return (
-        central_fd(lambda m: f(m, log_std), mean.copy()),
-        central_fd(lambda s: f(mean, s), log_std.copy()),
+        numeric_gradient(lambda m: f(m, log_std), mean.copy()),
+        numeric_gradient(lambda s: f(mean, s), log_std.copy()),
     )
 
 
@@ -196,7 +196,8 @@ def check_categorical_fisher(row):
     p = Categorical(row[None])
     A = len(row)
     M = columns(lambda u: p.fisher_vp(u[None])[0], A)
-    hess = np.stack([central_fd(lambda zz, j=j: float(p.kl_grad_other(Categorical(zz[None]))[0, j]),
+    hess = np.stack([numeric_gradient(lambda zz, j=j: float(
+        p.kl_grad_other(Categorical(zz[None]))[0, j]),
                                 row.copy()) for j in range(A)])
     assert np.abs(M - hess).max() < 1e-9
 
@@ -233,7 +234,7 @@ def check_gaussian_fisher(m0, s0):
         return np.concatenate([gm[0], gs[0]])
 
     theta = np.concatenate([m0, s0])
-    hess = np.stack([central_fd(lambda t, j=j: float(kl_grad(t)[j]), theta.copy())
+    hess = np.stack([numeric_gradient(lambda t, j=j: float(kl_grad(t)[j]), theta.copy())
                      for j in range(2 * D)])
     M = columns(lambda u: np.concatenate([x[0] for x in p.fisher_vp(u[None, :D], u[None, D:])]),
                 2 * D)

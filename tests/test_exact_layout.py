@@ -22,7 +22,7 @@ from pgnumpy.exact import (
     visits,
     weighted_direction,
 )
-from pgnumpy.gradcheck import central_fd, norm_rel_error
+from pgnumpy.testing import norm_rel_error, numeric_gradient, with_params
 
 
 def close(a, b, tol=1e-9):
@@ -78,7 +78,8 @@ def test_whole_episodes_R_is_unbiased_for_the_capped_objective(gamma):
     Vc, Qc = capped_values(mdp, pi)
     d = alive_distributions(mdp, pi)
     grad_J = weighted_direction(pol, gamma ** np.arange(mdp.time_limit)[:, None] * d, pi, Qc)
-    fd = central_fd(lambda p: mdp.mu @ capped_values(mdp, probs(pol, mdp.S))[0][0], pol.params)
+    fd = numeric_gradient(with_params(pol.params, lambda: mdp.mu @ capped_values(
+        mdp, probs(pol, mdp.S))[0][0]), pol.params)
     assert norm_rel_error(grad_J, fd) < 1e-7
     g_1 = weighted_direction(pol, d, pi, Qc)
     b = rng.normal(size=mdp.S)  # any state-only baseline
@@ -95,7 +96,8 @@ def test_the_stationary_objective_and_the_direction_without_gamma_t(gamma):
     mdp, pol, pi, _ = setup(7, gamma, time_limit=1)
     V, Q = stationary_values(mdp, pi)
     grad_J = weighted_direction(pol, discounted_visits(mdp, pi, gamma)[None], pi, Q)
-    fd = central_fd(lambda p: mdp.mu @ stationary_values(mdp, probs(pol, mdp.S))[0], pol.params)
+    fd = numeric_gradient(with_params(pol.params, lambda: mdp.mu @ stationary_values(
+        mdp, probs(pol, mdp.S))[0]), pol.params)
     assert norm_rel_error(grad_J, fd) < 1e-7
     g_1 = weighted_direction(pol, discounted_visits(mdp, pi, 1.0)[None], pi, Q)
     assert close(g_1, grad_J) == (gamma == 1.0)

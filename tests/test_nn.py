@@ -5,8 +5,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from pgnumpy.gradcheck import central_fd, norm_rel_error, rel_error
 from pgnumpy.nn import MLP
+from pgnumpy.testing import norm_rel_error, numeric_gradient, numeric_jvp, rel_error, with_params
 
 # every entry within 1e-6 relative, or (for entries near 0) the whole vector within 1e-7
 ENTRY_TOL, NORM_TOL = 1e-6, 1e-7
@@ -47,8 +47,9 @@ def test_backward_matches_finite_differences(p):
     net, x, R = p
     y, cache = net.forward(x)
     grad, dx = net.backward(cache, R, input_grad=True)  # dL/dy = R for L = sum(y * R)
-    assert check(grad, central_fd(lambda _: loss_fn(net, x, R), net.params))
-    assert check(dx, central_fd(lambda xx: loss_fn(net, xx, R), x.copy()))
+    assert check(grad, numeric_gradient(with_params(net.params, lambda: loss_fn(net, x, R)),
+                                        net.params))
+    assert check(dx, numeric_gradient(lambda xx: loss_fn(net, xx, R), x.copy()))
 
 
 def test_a_wrong_gradient_fails_the_same_check():
@@ -57,7 +58,7 @@ def test_a_wrong_gradient_fails_the_same_check():
     x, R = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
     _, cache = net.forward(x)
     grad, _ = net.backward(cache, R)
-    fd = central_fd(lambda _: loss_fn(net, x, R), net.params)
+    fd = numeric_gradient(with_params(net.params, lambda: loss_fn(net, x, R)), net.params)
     assert check(grad, fd)
     bad = grad.copy()
     bad[0] *= 1.01  # one weight-gradient entry off by 1%
@@ -125,7 +126,7 @@ def test_embedding_backward_matches_finite_differences_and_a_lost_repeat_fails()
     emb = Embedding(5, 3, rng=rng)
     ids = np.array([[2, 0, 2], [4, 2, 0]])
     R = rng.normal(size=(2, 3, 3))  # dL/dx for L = sum(E[ids] * R)
-    fd = central_fd(lambda _: emb_loss(emb, ids, R), emb.params)
+    fd = numeric_gradient(with_params(emb.params, lambda: emb_loss(emb, ids, R)), emb.params)
     assert check(emb.backward(ids, R), fd)
     lost = np.zeros((5, 3))
     lost[ids] += R  # buffered: one write per distinct row survives
@@ -134,17 +135,6 @@ def test_embedding_backward_matches_finite_differences_and_a_lost_repeat_fails()
 
 
 # ---- forward mode: the Jacobian-vector product (MLP.4-6), used by TRPO's Fisher products
-
-
-def directional_fd(f, x, v, h=1e-6):
-    """(f(x + h v) - f(x - h v)) / 2h, x perturbed in place and restored (a flat array)."""
-    x0 = x.copy()
-    x[:] = x0 + h * v
-    plus = f()
-    x[:] = x0 - h * v
-    minus = f()
-    x[:] = x0
-    return (plus - minus) / (2 * h)
 
 
 @given(problems())
@@ -156,10 +146,11 @@ def test_jvp_matches_finite_differences(p):
     _, cache = net.forward(x)
     jv = net.jvp(cache, v)
     assert jv.shape == (len(x), net.sizes[-1])
-    assert check(jv, directional_fd(lambda: net(x), net.params, v))
+    assert check(jv, numeric_jvp(with_params(net.params, lambda: net(x)), net.params, v))
     xx = x.copy()
     jx = net.jvp(cache, np.zeros_like(v), dx=dx)  # the input direction alone
-    assert check(jx, directional_fd(lambda: net(xx), xx.reshape(-1), dx.reshape(-1)))
+    assert check(jx, numeric_jvp(lambda z: net(z.reshape(x.shape)), xx.reshape(-1),
+                                 dx.reshape(-1)))
     assert check(net.jvp(cache, v, dx=dx), jv + jx)  # linear in (v, dx) jointly
 
 

@@ -6,7 +6,6 @@ rejects), the reward shaping and what the PPO step hands to the maths pieces, an
 import numpy as np
 import pytest
 
-from pgnumpy.gradcheck import central_fd, norm_rel_error, rel_error
 from pgnumpy.rlhf.finetune import (
     RLConfig,
     adaptive_beta,
@@ -23,6 +22,7 @@ from pgnumpy.rlhf.reward_model import (
     bt_loss,
     last_window,
 )
+from pgnumpy.testing import norm_rel_error, numeric_gradient, rel_error, with_params
 
 ENTRY_TOL, NORM_TOL = 1e-6, 1e-7
 
@@ -120,7 +120,7 @@ def test_window_net_backward_matches_finite_differences():
     R = rng.normal(size=(3, 2))
     y, cache = net.forward(ctx)
     grad = net.backward(cache, R)
-    fd = central_fd(lambda _: float(np.sum(net(ctx) * R)), net.params)
+    fd = numeric_gradient(with_params(net.params, lambda: float(np.sum(net(ctx) * R))), net.params)
     assert check(grad, fd)
     frozen = grad.copy()
     frozen[: net.n_emb] = 0.0
@@ -135,7 +135,8 @@ def test_lm_maximum_likelihood_gradient():
     ctx = rng.integers(0, 8, (6, 3))
     target = rng.integers(0, 27, 6)
     loss, grad = lm.loss_and_grad(ctx, target)
-    fd = central_fd(lambda _: lm.loss_and_grad(ctx, target)[0], lm.params)
+    fd = numeric_gradient(with_params(lm.params, lambda: lm.loss_and_grad(ctx, target)[0]),
+                          lm.params)
     assert check(grad, fd)
     dist, cache = lm.dist(ctx)
     assert loss == pytest.approx(-dist.log_prob(target).mean())
@@ -167,8 +168,8 @@ def test_bradley_terry_gradient():
     loss, dw, dl = bt_loss(r_w, r_l)
     assert np.isfinite(loss)
     assert loss == pytest.approx(np.mean(np.log1p(np.exp(-(r_w - r_l)))))
-    fd_w = central_fd(lambda x: bt_loss(x, r_l)[0], r_w.copy())
-    fd_l = central_fd(lambda x: bt_loss(r_w, x)[0], r_l.copy())
+    fd_w = numeric_gradient(lambda x: bt_loss(x, r_l)[0], r_w.copy())
+    fd_l = numeric_gradient(lambda x: bt_loss(r_w, x)[0], r_l.copy())
     assert check(dw, fd_w) and check(dl, fd_l)
     d = r_w - r_l
     wrong = -1.0 / (1.0 + np.exp(-d)) / len(d)
@@ -184,7 +185,7 @@ def test_reward_model_gradient_through_the_trunk():
     y_w = np.array([ids("a cat runs <eos> <eos>"), ids("the dog helps a cat")])
     y_l = np.array([ids("a cat <eos> <eos> <eos>"), ids("a bird sings quietly <eos>")])
     loss, grad = rm.loss_and_grad(y_w, y_l)
-    fd = central_fd(lambda _: rm.loss_and_grad(y_w, y_l)[0], rm.params)
+    fd = numeric_gradient(with_params(rm.params, lambda: rm.loss_and_grad(y_w, y_l)[0]), rm.params)
     assert check(grad, fd)
     r, cache = rm.forward(np.concatenate([last_window(y_w, 3), last_window(y_l, 3)]))
     _, dw, dl = bt_loss(r[:2, 0], r[2:, 0])

@@ -185,8 +185,8 @@ def test_one_token_k2_in_the_loss_is_unbiased_and_k3_follows_the_reverse_kl():
         s = X.space(lm, ref, y)
         return X.kl(s.logp_ref, s.logp)
 
-    from pgnumpy.gradcheck import central_fd
-    fd = central_fd(reverse_kl, lm.params)
+    from pgnumpy.testing import numeric_gradient, with_params
+    fd = numeric_gradient(with_params(lm.params, lambda: reverse_kl(None)), lm.params)
     assert np.linalg.norm(-k3 - fd) < 1e-7 * np.linalg.norm(fd)
 
 

@@ -25,8 +25,8 @@ from pgnumpy.exact import (
     state_distributions,
     tabular_policy,
 )
-from pgnumpy.gradcheck import central_fd, norm_rel_error
 from pgnumpy.policy import CategoricalPolicy, GaussianPolicy
+from pgnumpy.testing import norm_rel_error, numeric_gradient, with_params
 
 # ---- the Fisher-vector product (TRPO.5) on small float64 networks
 
@@ -63,7 +63,8 @@ def outputs(pol, obs):
 def explicit_fisher(pol, obs):
     """(1/n) sum_i J_i^T M_i J_i with J_i the Jacobian of sample i's distribution parameters by
     central differences of the forward, and M_i written out as a matrix (not by fisher_vp)."""
-    J = np.stack([central_fd(lambda p, k=k: float(outputs(pol, obs).ravel()[k]), pol.params)
+    J = np.stack([numeric_gradient(with_params(
+        pol.params, lambda k=k: float(outputs(pol, obs).ravel()[k])), pol.params)
                   for k in range(outputs(pol, obs).size)])  # (n * out, n_params)
     n, out = outputs(pol, obs).shape
     J = J.reshape(n, out, -1)
@@ -244,7 +245,7 @@ def test_surrogate_and_its_gradient():
     logp, logp_old, adv = rng.normal(size=7), rng.normal(size=7), rng.normal(size=7)
     L, dlogp = surrogate(logp, logp_old, adv)
     assert L == pytest.approx(np.mean(np.exp(logp - logp_old) * adv), rel=1e-14)
-    fd = central_fd(lambda lp: surrogate(lp, logp_old, adv)[0], logp.copy())
+    fd = numeric_gradient(lambda lp: surrogate(lp, logp_old, adv)[0], logp.copy())
     assert norm_rel_error(dlogp, fd) < 1e-8
     L0, d0 = surrogate(logp_old, logp_old, adv)  # at theta_old: mean(A), VPG's gradient
     assert L0 == pytest.approx(adv.mean(), rel=1e-14) and np.allclose(d0, adv / 7, rtol=1e-15)
@@ -334,8 +335,8 @@ def test_train_feeds_the_pieces_what_the_maths_says(monkeypatch, vf_minibatches,
     def natural_step(fvp, g, *a):
         pol, b = seen["policy"][-1], seen["batch"][-1]
         obs, act, adv = b.obs[b.valid], b.act[b.valid], seen["adv"][-1]
-        fd = central_fd(lambda p: float(np.mean(adv * pol.dist(obs)[0].log_prob(act))),
-                        pol.params)
+        fd = numeric_gradient(with_params(pol.params, lambda: float(
+            np.mean(adv * pol.dist(obs)[0].log_prob(act)))), pol.params)
         seen["step"].append((g.copy(), fd))
         return real_natural_step(fvp, g, *a)
 
