@@ -1,0 +1,364 @@
+"""The LLM-RL loss options exactly (derivations/14-rlhf-losses.md, pgnumpy/exact_losses.py).
+
+The per-token pieces (pgnumpy/rlhf/losses.py) are checked against independent hand computations
+and finite differences; the exact claims on the enumerated toy (40 sentences, every group of k)
+at rounding tolerance 1e-9 relative (the sums have ~1e4-1e5 terms of size ~1: rounding ~1e-13;
+seen <= 3e-15), the biased forms asserted biased by more than 1e-3 (the smallest bias any of
+them has here is 2e-2). DPO / IPO: their gradients by finite differences, their population
+optima in closed form (1e-12), the optimiser's result to its tolerance.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from pgnumpy import exact_losses as E
+from pgnumpy import exact_seq as X
+from pgnumpy.gradcheck import central_fd
+from pgnumpy.rlhf import dpo as D
+from pgnumpy.rlhf import finetune, losses
+from pgnumpy.rlhf.lm import token_mask
+
+TOL = 1e-9
+F = E.Form
+
+
+@pytest.fixture(scope="module")
+def w():
+    return E.world()
+
+
+def mean(w, form, k, groups=1):
+    return E.form_moments(w, form, k, groups).mean
+
+
+def rel(a, b):
+    return X.report(a, b)[0]
+
+
+# ---- 1. the per-token pieces against independent computations --------------------------------
+
+LENGTHS = [[3, 1, 2, 3], [1, 1, 2, 2]]  # two batches of B = 4 sentences, cap L = 3
+
+
+def masks():
+    return np.array([[[t < n for t in range(3)] for n in row] for row in LENGTHS])
+
+
+@pytest.mark.parametrize("agg", losses.LOSS_AGGS)
+@pytest.mark.parametrize("micro", [0, 1, 2])
+def test_agg_weights_against_the_definitions(agg, micro):
+    """(LOSS.1) each weighting by its library's definition, written out token by token in
+    loops (TRL grpo_config.py, verl agg_loss), for two batches at once and one at a time."""
+    mk = masks()
+    got = losses.agg_weights(mk, agg, 3, micro)
+    for b, lens in enumerate(LENGTHS):
+        B, n, m = len(lens), sum(lens), micro or len(lens)
+        for i, li in enumerate(lens):
+            for t in range(3):
+                if t >= li:
+                    want = 0.0
+                elif agg in ("grpo", "seq-mean-token-mean"):
+                    want = 1 / B / li
+                elif agg == "seq-mean-token-sum":
+                    want = 1 / B
+                elif agg in ("dr_grpo", "seq-mean-token-sum-norm"):
+                    want = 1 / (B * 3)
+                elif agg in ("dapo", "token-mean"):
+                    want = 1 / n
+                else:  # bnpo: token mean of i's micro-batch, averaged over the B/m micro-batches
+                    j = i // m
+                    want = 1 / sum(lens[j * m:(j + 1) * m]) / (B // m)
+                assert got[b, i, t] == pytest.approx(want, rel=1e-15, abs=0), (agg, b, i, t)
+        assert np.array_equal(losses.agg_weights(mk[b], agg, 3, micro), got[b])
+
+
+def test_bnpo_is_grpo_at_micro_batch_1_and_dapo_with_one_micro_batch():
+    """TRL's docstring: bnpo with per_device_train_batch_size 1 is grpo; with the whole batch in
+    one micro-batch it is dapo (LOSS.1), to the last bit."""
+    mk = masks()
+    assert np.allclose(losses.agg_weights(mk, "bnpo", 3, 1), losses.agg_weights(mk, "grpo", 3),
+                       rtol=1e-15, atol=0)
+    assert np.array_equal(losses.agg_weights(mk, "bnpo", 3, 0), losses.agg_weights(mk, "dapo", 3))
+
+
+@pytest.mark.parametrize("scale", losses.SCALE_REWARDS)
+@pytest.mark.parametrize("baseline", ["mean", "loo"])
+def test_scaled_advantages_against_a_loop(scale, baseline):
+    """(LOSS.2) against a loop over groups with the sample std (ddof 1) written out."""
+    rng = np.random.default_rng(0)
+    R = rng.normal(size=(3, 8))  # 3 batches of 2 groups of 4
+    got = losses.scaled_advantages(R, 4, scale, baseline)
+    for b in range(3):
+        allr = R[b]
+        sb = np.sqrt(((allr - allr.mean()) ** 2).sum() / (len(allr) - 1))
+        for g in range(2):
+            grp = allr[4 * g:4 * g + 4]
+            sg = np.sqrt(((grp - grp.mean()) ** 2).sum() / 3)
+            for i in range(4):
+                base = grp.mean() if baseline == "mean" else (grp.sum() - grp[i]) / 3
+                s = {"group": sg + 1e-4, "batch": sb + 1e-4, "none": 1.0}[scale]
+                assert got[b, 4 * g + i] == pytest.approx((grp[i] - base) / s, rel=1e-12)
+
+
+def test_scaled_advantages_reproduce_the_trainers_group_forms():
+    """grpo = (group, mean), grpo_nostd = dr_grpo = (none, mean), rloo = (none, loo): the same
+    numbers as finetune.group_advantages (LOSS.2, RLX.5-6)."""
+    R = np.random.default_rng(1).normal(size=12)
+    for est, scale, base in (("grpo", "group", "mean"), ("grpo_nostd", "none", "mean"),
+                             ("rloo", "none", "loo")):
+        assert np.allclose(losses.scaled_advantages(R, 4, scale, base),
+                           finetune.group_advantages(R, 4, est), rtol=0, atol=1e-14)
+
+
+def test_kl_values_and_their_derivatives():
+    """(LOSS.3) the values by their definitions (k1..k3 also = finetune.kl_tokens), aliases
+    mse = k2 and low_var_kl = k3, d/dlogp by central differences, full's logit gradient by
+    central differences of the per-state KL."""
+    rng = np.random.default_rng(2)
+    lp, lq = np.log(rng.uniform(0.05, 1, 20)), np.log(rng.uniform(0.05, 1, 20))
+    x = lp - lq
+    want = {"k1": x, "abs": np.abs(x), "k2": x**2 / 2, "k3": np.exp(-x) - 1 + x}
+    for kind, v in want.items():
+        assert np.allclose(losses.kl_value(lp, lq, kind), v, rtol=1e-12, atol=1e-15)
+        h = 1e-6
+        fd = (losses.kl_value(lp + h, lq, kind) - losses.kl_value(lp - h, lq, kind)) / (2 * h)
+        assert np.allclose(losses.kl_value_grad(lp, lq, kind), fd, atol=1e-8), kind
+    for kind in ("k1", "k2", "k3"):
+        assert np.allclose(losses.kl_value(lp, lq, kind), finetune.kl_tokens(lp, lq, kind),
+                           rtol=1e-13, atol=1e-15)
+    assert np.array_equal(losses.kl_value(lp, lq, "mse"), losses.kl_value(lp, lq, "k2"))
+    assert np.array_equal(losses.kl_value_grad(lp, lq, "low_var_kl"),
+                          losses.kl_value_grad(lp, lq, "k3"))
+    z, q = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
+
+    def lsm(a):
+        return a - np.logaddexp.reduce(a, axis=-1, keepdims=True)
+
+    kl, d = losses.kl_full_dlogits(lsm(z), lsm(q))
+    for row in range(3):
+        fd = central_fd(lambda zz, row=row: float(
+            losses.kl_full_dlogits(lsm(zz), lsm(q[row]))[0]), z[row].copy())
+        assert np.allclose(d[row], fd, atol=1e-8)
+    assert np.allclose(kl, (np.exp(lsm(z)) * (lsm(z) - lsm(q))).sum(-1))
+
+
+# ---- 2. the matrix, exactly --------------------------------------------------------------------
+
+def test_the_new_path_reproduces_exact_seq_group_coef(w):
+    """The forms built from losses.py equal exact_seq.group_coef's (the trainer's group forms
+    through token_scale) coefficient for coefficient, k = 3: grpo = (grpo agg, group scale,
+    mean), dr_grpo = (seq-mean-token-sum, none, mean), rloo + k3 in the loss (1e-12)."""
+    bt = X.all_batches(w.sp.p, 3)
+    for est, klp, form in (("grpo", "reward", F(agg="grpo", scale="group", baseline="mean")),
+                           ("dr_grpo", "reward", F(baseline="mean")),
+                           ("rloo", "k3_loss", F(kl="k3", kl_place="loss"))):
+        old = X.group_coef(w.sp, w.r, w.beta, bt, est, klp)
+        new, _ = E.form_coef(w, bt, form, 3)
+        assert np.allclose(new, old, rtol=0, atol=1e-12), est
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_closed_forms_of_the_aggregations(w, k):
+    """(LOSS.4): E = grad J (rloo, summed); (k-1)/k grad J (group mean, seq-mean-token-sum);
+    (k-1)/(k L) grad J (dr_grpo = seq-mean-token-sum-norm, L = 3, the cap); token-mean = dapo =
+    bnpo with one micro-batch; grpo = seq-mean-token-mean = bnpo at micro-batch 1; grpo and dapo
+    point elsewhere (cos < 0.9999). All 1e-9."""
+    g = w.grad
+    assert rel(mean(w, F(), k), g) < TOL
+    assert rel(mean(w, F(baseline="mean"), k), (k - 1) / k * g) < TOL
+    for agg in ("dr_grpo", "seq-mean-token-sum-norm"):
+        assert rel(mean(w, F(agg=agg, baseline="mean"), k), (k - 1) / (k * 3) * g) < TOL
+    dapo = mean(w, F(agg="dapo", baseline="mean"), k)
+    grpo = mean(w, F(agg="grpo", baseline="mean"), k)
+    assert rel(mean(w, F(agg="token-mean", baseline="mean"), k), dapo) < TOL
+    assert rel(mean(w, F(agg="bnpo", baseline="mean"), k), dapo) < TOL
+    assert rel(mean(w, F(agg="seq-mean-token-mean", baseline="mean"), k), grpo) < TOL
+    assert rel(mean(w, F(agg="bnpo", micro=1, baseline="mean"), k), grpo) < TOL
+    for m in (dapo, grpo):
+        assert X.report(m, g)[1] < 0.9999
+
+
+def test_the_partition_matters_only_for_bnpo(w):
+    """(LOSS.1, LOSS.4), k = 4: bnpo with micro-batches of 2 differs from micro-batches of 1 and
+    of 4 (by > 1e-3 relative); grpo and dapo are the same whatever the micro-batch size."""
+    b = {m: mean(w, F(agg="bnpo", micro=m, baseline="mean"), 4) for m in (1, 2, 4)}
+    assert rel(b[2], b[1]) > 1e-3 and rel(b[2], b[4]) > 1e-3
+    for agg in ("grpo", "dapo"):
+        assert rel(mean(w, F(agg=agg, micro=2, baseline="mean"), 4),
+                   mean(w, F(agg=agg, micro=4, baseline="mean"), 4)) < TOL
+
+
+def test_reward_scaling_biases_the_direction(w):
+    """(LOSS.2): dividing by the group's or the batch's std (2 groups of 2) turns the direction
+    (cos < 0.999); none keeps it ((k-1)/k grad J)."""
+    for scale, groups in (("group", 1), ("batch", 2)):
+        assert X.report(mean(w, F(scale=scale, baseline="mean"), 2, groups), w.grad)[1] < 0.999
+    assert rel(mean(w, F(scale="none", baseline="mean"), 2, 2), 0.5 * w.grad) < TOL
+
+
+def test_rloo_kl_inside_or_outside_the_baseline_both_unbiased(w):
+    """OpenRLHF PR #515 (LOSS.4): the leave-one-out baseline of R = r - beta KL (TRL's order) and
+    of r alone with each sentence's own KL added after are both unbiased (the baseline never
+    depends on the sentence it weighs); their variances differ."""
+    a, b = E.form_moments(w, F(), 2), E.form_moments(w, F(kl_in_baseline=False), 2)
+    assert rel(a.mean, w.grad) < TOL and rel(b.mean, w.grad) < TOL
+    assert abs(a.var - b.var) > 1e-3 * a.var
+
+
+def test_kl_estimators_in_the_reward_and_in_the_loss(w):
+    """(LOSS.3, RLX.8-9): in the reward only k1 is unbiased; in the loss k1 adds nothing
+    (E = grad E[r]), k2 (mse) = full (the analytic per-state KL, states fixed), k3 and abs are
+    biased; all 1e-9 or biased by > 1e-2."""
+    for kl in ("k1", "mse", "low_var_kl", "abs", "full"):
+        r_ = rel(mean(w, F(kl=kl), 2), w.grad)
+        assert (r_ < TOL) if kl == "k1" else (r_ > 1e-2), kl
+    assert rel(mean(w, F(kl="k1", kl_place="loss"), 2), X.exact_grad(w.lm, w.sp, w.r, 0.0)) < TOL
+    assert rel(mean(w, F(kl="k2", kl_place="loss"), 2),
+               mean(w, F(kl="full", kl_place="loss"), 2)) < TOL
+    for kl in ("k2", "k3", "abs", "full"):
+        assert rel(mean(w, F(kl=kl, kl_place="loss"), 2), w.grad) > 1e-2
+
+
+def test_abs_in_the_loss_follows_the_l1_distance_per_state():
+    """(LOSS.3) at cap 1 (one state): E[sign(log pi/pi_ref) grad log pi] = grad sum_a |pi(a) -
+    pi_ref(a)|, so beta |x| in the loss descends beta times the L1 distance (twice the total
+    variation), checked against central differences of it (1e-7 of the norm)."""
+    wc = E.world(max_len=1)
+    g = mean(wc, F(kl="abs", kl_place="loss"), 2)
+    r_only = X.exact_grad(wc.lm, wc.sp, wc.r, 0.0)
+
+    def l1(_):
+        s = X.space(wc.lm, wc.ref, wc.y)
+        return float(np.abs(np.exp(s.logp) - np.exp(s.logp_ref)).sum())
+
+    fd = central_fd(l1, wc.lm.params)
+    assert np.linalg.norm((r_only - g) / wc.beta - fd) < 1e-7 * np.linalg.norm(fd)
+
+
+def test_the_bias_parts_add_up_and_the_baseline_part_is_minus_grad_over_k(w):
+    """bias_parts: the parts sum to E[g] - grad J (1e-12 of the norm); the group mean's part is
+    exactly -grad J / k; a form without micro-batches has a zero partition part."""
+    form = F(agg="bnpo", micro=1, scale="group", kl="k3", kl_place="loss", baseline="mean")
+    parts = E.bias_parts(w, form, 2)
+    total = mean(w, form, 2) - w.grad
+    assert np.linalg.norm(sum(parts.values()) - total) < 1e-12 * np.linalg.norm(w.grad)
+    assert rel(parts["mean baseline"], -w.grad / 2) < TOL
+    assert np.linalg.norm(E.bias_parts(w, F(agg="dapo", baseline="mean"), 2)["partition"]) == 0
+
+
+# ---- 3. mu steps on one batch -------------------------------------------------------------------
+
+def test_the_batch_surrogate_gradient_by_finite_differences(w):
+    """(LOSS.5) away from ratio 1 (params moved by 0.01 noise), for k1 in the reward and each KL
+    in the loss (full through the logits): batch_surrogate_loss_and_grad against central
+    differences of its own loss (1e-6 relative)."""
+    lm = w.lm
+    theta0 = lm.params.copy()
+    ids = np.array([3, 17])
+    y, mask = w.y[ids], w.sp.mask[ids]
+    N, L = y.shape
+    ref_all = w.ref.dist(E.windows(y, 3).reshape(N * L, -1))[0].logp_all.reshape(N, L, -1)
+    wt = losses.agg_weights(mask, "grpo", 3)
+    adv = np.array([[0.7], [-0.4]]) * mask.sum() * wt
+    lm.params += np.random.default_rng(0).normal(0, 0.01, lm.params.size)
+    try:
+        for form in (F(), F(kl="k3", kl_place="loss"), F(kl="abs", kl_place="loss"),
+                     F(kl="full", kl_place="loss")):
+            args = (ref_all, y, mask, w.sp.logp_tok[ids], adv, wt, w.beta, form, 1e9)
+            _, g = E.batch_surrogate_loss_and_grad(lm, *args)
+            fd = central_fd(lambda _, a=args: E.batch_surrogate_loss_and_grad(lm, *a)[0],
+                            lm.params)
+            assert np.linalg.norm(g - fd) < 1e-6 * np.linalg.norm(fd), form.kl
+    finally:
+        lm.params[:] = theta0
+
+
+def test_one_step_is_the_exact_gradient_step_and_mu_steps_differ_at_second_order(w):
+    """(LOSS.5): mu = 1, no clip: E[theta_1 - theta_0] = lr grad J exactly (rloo, k1 in the
+    reward; 1e-9). mu = 2: E[theta_2] - (two exact-gradient steps) is O(lr^2): its norm over
+    lr^2 at lr = 2e-3 and 1e-3 agree within 10% (deterministic: both exact)."""
+    d = E.mu_step_update(w, F(), 2, (1, 2), 2e-3, 1e9)
+    assert rel(d[1], 2e-3 * w.grad) < TOL
+    d_half = E.mu_step_update(w, F(), 2, (2,), 1e-3, 1e9)[2]
+    gap = [np.linalg.norm(d[2] - E.exact_steps(w, 2, 2e-3)) / 2e-3**2,
+           np.linalg.norm(d_half - E.exact_steps(w, 2, 1e-3)) / 1e-3**2]
+    assert gap[0] > 0 and 0.9 < gap[0] / gap[1] < 1.1, gap
+
+
+# ---- 4. DPO and IPO ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("algo", ["dpo", "ipo"])
+def test_pair_loss_gradients_by_finite_differences(algo):
+    """(DPO.1, DPO.2) dL/du_w, dL/du_l against central differences, weighted and not; and
+    pair_loss_and_grad through a TinyLM's parameters (1e-7 relative)."""
+    rng = np.random.default_rng(3)
+    u_w, u_l, wt = rng.normal(size=6), rng.normal(size=6), rng.uniform(size=6)
+    for weight in (None, wt):
+        _, gw, gl = D.pair_loss(u_w, u_l, 0.7, algo, weight)
+        fw = central_fd(lambda x, wt_=weight: D.pair_loss(x, u_l, 0.7, algo, wt_)[0], u_w.copy())
+        fl = central_fd(lambda x, wt_=weight: D.pair_loss(u_w, x, 0.7, algo, wt_)[0], u_l.copy())
+        assert np.allclose(gw, fw, atol=1e-9) and np.allclose(gl, fl, atol=1e-9)
+    ref, lm = X.tiny_lm(np.random.default_rng(0)), X.tiny_lm(np.random.default_rng(1))
+    y = X.sentences()
+    yw, yl = y[[1, 5, 20, 39]], y[[7, 2, 33, 0]]
+    rw, rl_ = D.sentence_logp(ref, yw), D.sentence_logp(ref, yl)
+    _, g = D.pair_loss_and_grad(lm, rw, rl_, yw, yl, 0.5, algo)
+    fd = central_fd(lambda _: D.pair_loss_and_grad(lm, rw, rl_, yw, yl, 0.5, algo)[0], lm.params)
+    assert np.linalg.norm(g - fd) < 1e-7 * np.linalg.norm(fd)
+
+
+def test_dpo_population_loss_is_stationary_exactly_at_pi_star(w):
+    """(DPO.3): with infinite Bradley-Terry data P[a, b] = sigmoid(r_a - r_b) on pairs from
+    pi_ref, dL/dlog pi(y) = 0 at pi* = pi_ref e^{r/beta} / Z for every sentence (1e-12), and
+    not at pi_ref (> 1e-3): h_ab = beta (u_a - u_b) = r_a - r_b makes each pair's two terms
+    cancel."""
+    P = E.bt_probs(w.r)
+    logp_star, _ = X.optimum(w.sp.logp_ref, w.r, w.beta)
+    _, g = E.population_pair_loss(logp_star, w.sp.logp_ref, P, w.beta, "dpo")
+    assert np.abs(g).max() < 1e-12
+    _, g0 = E.population_pair_loss(w.sp.logp_ref, w.sp.logp_ref, P, w.beta, "dpo")
+    assert np.abs(g0).max() > 1e-3
+
+
+def test_ipo_population_optimum_in_closed_form_and_bounded(w):
+    """(DPO.4): log pi_IPO = log pi_ref + (1/tau) sum_b pi_ref(b) P[y, b] + c is stationary
+    (1e-12) and, with P in [0, 1], its log-ratio spread is at most 1/tau even for deterministic
+    preferences, where DPO's optimum for the labeller temperature -> 0 runs to the best level."""
+    for tau_bt in (1.0, 0.01):
+        P = E.bt_probs(w.r, tau_bt)
+        li = E.ipo_optimum(w.sp.logp_ref, P, w.beta)
+        _, g = E.population_pair_loss(li, w.sp.logp_ref, P, w.beta, "ipo")
+        assert np.abs(g).max() < 1e-12
+        u = li - w.sp.logp_ref
+        assert u.max() - u.min() <= 1 / w.beta + 1e-12
+    ld, _ = X.optimum(w.sp.logp_ref, w.r / 0.01, w.beta)  # DPO, P = sigmoid((r_a - r_b)/0.01)
+    top = w.sp.logp_ref[np.argmax(w.r)]
+    assert X.kl(ld, w.sp.logp_ref) > 0.99 * -top  # -> -log pi_ref(argmax r)
+    assert X.kl(li, w.sp.logp_ref) < 0.5 * -top
+
+
+def test_the_optimiser_reaches_pi_star_on_the_dpo_population_loss():
+    """(DPO.3): Adam (lr 0.03) on the exact population DPO loss through the TinyLM's parameters
+    from pi_ref reaches KL(pi || pi*) < 1e-3 in 1000 steps (from 3.12; deterministic)."""
+    ref = X.tiny_lm(np.random.default_rng(0), hidden=(32,), out_scale=4.0)
+    y = X.sentences()
+    r = np.random.default_rng(2).normal(size=len(y))
+    logp_ref = X.space(ref, ref, y).logp
+    logp_star, _ = X.optimum(logp_ref, r, 0.3)
+    lm = E.population_ascent(ref, y, E.bt_probs(r), 0.3, "dpo", 1000)
+    assert X.kl(X.space(lm, ref, y).logp, logp_star) < 1e-3
+
+
+def test_sentence_logp_is_the_sum_over_real_tokens():
+    lm = X.tiny_lm(np.random.default_rng(0))
+    y = X.sentences()
+    assert np.allclose(D.sentence_logp(lm, y),
+                       np.where(token_mask(y), lm.token_logp(y), 0.0).sum(axis=1))
+    assert abs(np.exp(D.sentence_logp(lm, y)).sum() - 1) < 1e-12
+
+
+def test_forms_are_hashable_and_replaceable():
+    f = F(agg="dapo")
+    assert replace(f, agg="grpo") != f and hash(f) == hash(F(agg="dapo"))
