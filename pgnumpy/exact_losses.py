@@ -106,7 +106,7 @@ def sentence_kl(w: World, kind: str) -> np.ndarray:
 def form_coef(w: World, bt: X.Batches, form: Form, group: int
               ) -> tuple[np.ndarray, np.ndarray | None]:
     """(coef (M, B, L), direct weights (M, B, L) or None) of one batch's estimate of grad J as
-    the trainer computes it at ratio 1 (LOSS.1-4): R by the KL placement, A by
+    the trainer computes it at ratio 1 (LOSS.1, LOSS.2, LOSS.3, LOSS.4): R by the KL placement, A by
     losses.scaled_advantages, per-token factors c_t = n w_t (losses.agg_weights; the trainer
     hands A c_t to ppo_clip_loss, whose mean over the batch's n tokens gives sum_t w_t A), and
     the KL loss term - beta w_t dk/dlogp, or for 'full' the direct term w_t (-beta grad KL_t)."""
@@ -138,7 +138,8 @@ def form_coef(w: World, bt: X.Batches, form: Form, group: int
 
 def form_moments(w: World, form: Form, group: int, groups: int = 1,
                  bt: X.Batches | None = None) -> X.Moments:
-    """Exact E[g] and tr Cov of the form's one-batch estimate, batches of `groups` groups of k."""
+    """Exact E[g] and tr Cov of the form's one-batch estimate, batches of `groups` groups of k
+    (LOSS.4, RLX.5)."""
     bt = bt or group_batches(w.sp.p, group, groups)
     coef, dcoef = form_coef(w, bt, form, group)
     direct = (w.Dt, w.dl) if dcoef is not None else None
@@ -171,7 +172,8 @@ BIAS_PARTS = ("mean baseline", "KL", "scaling", "aggregation", "partition")
 
 def bias_parts(w: World, form: Form, group: int, groups: int = 1) -> dict[str, np.ndarray]:
     """E[g_form] - grad J split along a chain of forms that changes one axis at a time, so the
-    parts add up to the whole bias exactly (the split depends on the chain's order; this one):
+    parts add up to the whole bias exactly (the split depends on the chain's order; this one)
+    (LOSS.4):
 
         grad J = E[UNBIASED]                           (RLOO, summed, k1 in reward)
         mean baseline: + E[baseline] - E[UNBIASED]     ((k-1)/k shrink for the group mean)
@@ -261,7 +263,8 @@ def mu_step_update(w: World, form: Form, group: int, mus: tuple[int, ...], lr: f
 
 
 def exact_steps(w: World, mu: int, lr: float) -> np.ndarray:
-    """theta_mu - theta_0 after mu steps theta <- theta + lr grad J_beta(theta), exactly."""
+    """theta_mu - theta_0 after mu steps theta <- theta + lr grad J_beta(theta), exactly
+    (LOSS.5)."""
     lm = w.lm
     theta0 = lm.params.copy()
     for _ in range(mu):
@@ -276,7 +279,7 @@ def exact_steps(w: World, mu: int, lr: float) -> np.ndarray:
 
 def bt_probs(score: np.ndarray, tau: float = 1.0) -> np.ndarray:
     """P[a, b] = sigmoid((score_a - score_b) / tau): the Bradley-Terry labeller's probability of
-    preferring a to b (RLHF.7), reward_model.preference_pairs' formula."""
+    preferring a to b (RLHF.7, DPO.3), reward_model.preference_pairs' formula."""
     d = (score[:, None] - score[None, :]) / tau
     return 0.5 * (1.0 + np.tanh(0.5 * d))
 

@@ -89,11 +89,11 @@ def sentence_logp(lm: TinyLM, y: np.ndarray) -> np.ndarray:
 def dpo_finetune(cfg, lm: TinyLM, pairs: dict[str, np.ndarray], grammar: Grammar, rm,
                  rng: np.random.Generator, log: Callable[[dict], None] = lambda row: None
                  ) -> tuple[TinyLM, list[dict]]:
-    """Stage 3 without RL: cfg.iterations Adam steps (lr cfg.lr, gradient norm clipped at
-    cfg.max_grad_norm) on the DPO or IPO loss (cfg.algo, cfg.beta) of cfg.batch pairs drawn
-    from `pairs` (the Bradley-Terry labeller's y_w, y_l). The reward model is not used for the
-    step; each row logs, on cfg.batch fresh samples of the policy, the same measures as
-    rl_finetune's rows (gold, proxy = rm's score, KL estimate, ...)."""
+    """Stage 3 without RL (DPO.1, DPO.2): cfg.iterations Adam steps (lr cfg.lr, gradient norm
+    clipped at cfg.max_grad_norm) on the DPO or IPO loss (cfg.algo, cfg.beta) of cfg.batch
+    pairs drawn from `pairs` (the Bradley-Terry labeller's y_w, y_l). The reward model is not
+    used for the step; each row logs, on cfg.batch fresh samples of the policy, the same
+    measures as rl_finetune's rows (gold, proxy = rm's score, KL estimate, ...)."""
     policy, ref = lm.clone(), lm
     ref_w, ref_l = sentence_logp(ref, pairs["y_w"]), sentence_logp(ref, pairs["y_l"])
     opt = Adam(policy.params, lr=cfg.lr)
