@@ -362,3 +362,180 @@ def test_sentence_logp_is_the_sum_over_real_tokens():
 def test_forms_are_hashable_and_replaceable():
     f = F(agg="dapo")
     assert replace(f, agg="grpo") != f and hash(f) == hash(F(agg="dapo"))
+
+
+# ---- 5. the trainer: python -m pgnumpy.rlhf with the loss options ------------------------------
+
+def tiny_trainer(seed=3):
+    from pgnumpy.rlhf.grammar import EOS
+    from pgnumpy.rlhf.lm import TinyLM, WindowNet
+    from pgnumpy.rlhf.reward_model import RewardModel
+
+    pi, ref = (TinyLM(2, 2, (4,), rng=np.random.default_rng(s)) for s in (seed, seed + 1))
+    for lm, shift in ((pi, 2.0), (ref, 1.0)):
+        lm.params[:] += np.random.default_rng(seed + 7).normal(0, 0.5, lm.params.shape)
+        lm.net.b[-1][EOS] += shift
+    rng = np.random.default_rng(4)
+    vf, rm = WindowNet(2, 2, (4,), 1, rng=rng), RewardModel(2, 2, (4,), rng=rng)
+    rm.params[:] += rng.normal(0, 0.5, rm.params.shape)
+    return pi, ref, vf, rm
+
+
+@pytest.mark.parametrize("opts", [
+    dict(estimator="grpo", loss_agg="dapo", scale_rewards="batch", kl_estimator="abs"),
+    dict(estimator="rloo", loss_agg="bnpo", micro_batch=2, kl_penalty="loss", kl_estimator="k2"),
+    dict(estimator="dr_grpo", loss_agg="dr_grpo", kl_penalty="loss", kl_estimator="full"),
+    dict(estimator="grpo", loss_agg="seq-mean-token-mean", kl_penalty="k3_loss"),
+])
+def test_collect_hands_update_the_option_weights(opts):
+    """(LOSS.1-3 in the trainer): collect's per-token advantages and KL-loss weights against a
+    computation with plain loops over the sentences: R by the placement, the group baseline and
+    std by hand (ddof 1), the weight w_t of the option by its definition, c_t = n w_t."""
+    from pgnumpy.distributions import log_softmax
+    from pgnumpy.rlhf.grammar import BOS, EOS
+
+    pi, ref, vf, rm = tiny_trainer()
+    cfg = finetune.RLConfig(batch=8, group=4, max_len=5, beta=0.3, **opts)
+    b = finetune.collect(pi, ref, vf, rm, cfg.beta, cfg, np.random.default_rng(5))
+    kind = cfg.kl_estimator or "k3"
+    in_loss = cfg.kl_penalty != "reward"
+    R, lens, ks = [], [], []
+    for row in b.y:
+        toks = [int(t) for t in row]
+        T = toks.index(EOS) + 1 if EOS in toks else len(toks)
+        padded = [BOS, BOS] + toks
+        win = [padded[t:t + 2] for t in range(T)]
+        lp = [log_softmax(pi(np.array([w])))[0] for w in win]
+        lq = [log_softmax(ref(np.array([w])))[0] for w in win]
+        x = [a[toks[t]] - c[toks[t]] for t, (a, c) in enumerate(zip(lp, lq))]
+        k = {"abs": [abs(v) for v in x], "k2": [v * v / 2 for v in x],
+             "k3": [np.exp(-v) - 1 + v for v in x], "k1": x,
+             "full": [float(np.exp(a) @ (a - c)) for a, c in zip(lp, lq)]}[kind]
+        score = float(rm(np.array([padded[T:T + 2]]))[0, 0])
+        R.append(score if in_loss else score - cfg.beta * sum(k))
+        lens.append(T)
+        ks.append(k)
+    R, n = np.array(R), sum(lens)
+    A = np.zeros(8)
+    for g in range(2):
+        grp = R[4 * g:4 * g + 4]
+        for i in range(4):
+            base = (grp.sum() - grp[i]) / 3 if cfg.estimator == "rloo" else grp.mean()
+            A[4 * g + i] = grp[i] - base
+        if (cfg.scale_rewards or ("group" if cfg.estimator == "grpo" else "none")) == "group":
+            A[4 * g:4 * g + 4] /= np.sqrt(((grp - grp.mean()) ** 2).sum() / 3) + 1e-4
+    if cfg.scale_rewards == "batch":
+        A /= np.sqrt(((R - R.mean()) ** 2).sum() / 7) + 1e-4
+    want_adv, want_kw = [], []
+    for i, T in enumerate(lens):
+        if cfg.loss_agg == "dapo":
+            wt = 1 / n
+        elif cfg.loss_agg == "bnpo":
+            j = i // 2
+            wt = 1 / sum(lens[2 * j:2 * j + 2]) / 4
+        elif cfg.loss_agg == "dr_grpo":
+            wt = 1 / (8 * 5)
+        else:
+            wt = 1 / (8 * T)
+        want_adv += [A[i] * n * wt] * T
+        want_kw += [cfg.beta * n * wt] * T
+    assert b.adv == pytest.approx(want_adv, rel=1e-10, abs=1e-12)
+    if in_loss:
+        assert b.kl_weight == pytest.approx(want_kw, rel=1e-12) and b.kl_kind == kind
+    else:
+        assert b.kl_weight is None
+
+
+@pytest.mark.parametrize("kind", ["k1", "k2", "k3", "abs", "full"])
+def test_update_descends_the_option_loss(kind):
+    """(LOSS.3, LOSS.5 in the trainer): the gradient update() hands Adam (one pass, one
+    minibatch, no clip reached) is the gradient of mean_t(-ratio_t A_t c_t) + (1/n) sum_t
+    beta c_t k_t(theta), by central differences of that value written out here (1e-6)."""
+    from pgnumpy.rlhf.lm import windows
+
+    pi, ref, vf, rm = tiny_trainer()
+    cfg = finetune.RLConfig(batch=8, group=4, max_len=5, beta=0.3, estimator="rloo",
+                            kl_penalty="loss", kl_estimator=kind, update_epochs=1,
+                            minibatches=1, max_grad_norm=1e9)
+    b = finetune.collect(pi, ref, vf, rm, cfg.beta, cfg, np.random.default_rng(5))
+    pi.params += np.random.default_rng(0).normal(0, 1e-3, pi.params.shape)  # ratio != 1
+
+    class Record:
+        def step(self, g):
+            self.g = g.copy()
+
+    rec = Record()
+    finetune.update(pi, vf, rec, None, b, cfg, np.random.default_rng(0))
+    ctx_all = windows(b.y, 2)[b.mask]
+    q = ref.dist(ctx_all)[0]
+
+    def loss(_):
+        p = pi.dist(ctx_all)[0]
+        logp = p.log_prob(b.act)
+        x = logp - q.log_prob(b.act)
+        k = {"k1": x, "k2": x**2 / 2, "k3": np.exp(-x) - 1 + x, "abs": np.abs(x),
+             "full": p.kl(q)}[kind]
+        return float(np.mean(-np.exp(logp - b.logp_old) * b.adv) + b.kl_weight @ k / len(k))
+
+    fd = central_fd(loss, pi.params)
+    assert np.linalg.norm(rec.g - fd) < 1e-6 * np.linalg.norm(fd)
+
+
+def test_defaults_keep_the_trainers_own_forms():
+    """The new fields' defaults select no option (collect takes today's path); setting the
+    estimator's own options explicitly gives the same advantages (1e-12)."""
+    assert not finetune.uses_loss_options(finetune.RLConfig())
+    pi, ref, vf, rm = tiny_trainer()
+    for est, opts in (("grpo", dict(loss_agg="grpo", scale_rewards="group")),
+                      ("rloo", dict(loss_agg="seq-mean-token-sum", scale_rewards="none")),
+                      ("dr_grpo", dict(kl_estimator="k1"))):
+        a = finetune.collect(pi, ref, vf, rm, 0.3, finetune.RLConfig(
+            batch=8, group=4, max_len=5, estimator=est), np.random.default_rng(5))
+        b = finetune.collect(pi, ref, vf, rm, 0.3, finetune.RLConfig(
+            batch=8, group=4, max_len=5, estimator=est, **opts), np.random.default_rng(5))
+        assert np.allclose(a.adv, b.adv, rtol=0, atol=1e-12), est
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--estimator", "grpo", "--micro-batch", "3"], "rl.micro_batch must be 0"),
+    (["--loss-agg", "dapo"], "go with a group estimator"),
+    (["--estimator", "grpo", "--kl-penalty", "k3_loss", "--kl-estimator", "abs"],
+     "fixes the estimator to k3"),
+    (["--loss-agg", "sum"], "invalid choice: 'sum'"),
+    (["--algo", "ppo"], "invalid choice: 'ppo'"),
+])
+def test_cli_loss_option_errors_are_one_line_exit_2(argv, message, capsys):
+    from pgnumpy.rlhf.__main__ import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("algo", ["dpo", "ipo"])
+def test_cli_runs_dpo_and_ipo_as_stage_3(tmp_path, capsys, algo):
+    """python -m pgnumpy.rlhf --algo dpo|ipo on a tiny config: stage 3 trains on the labeller's
+    pairs, writes rl.csv with the pair loss and rl.npz, and reports the gold reward."""
+    import csv
+    import json
+
+    from pgnumpy.rlhf.__main__ import main
+    from pgnumpy.rlhf.lm import LMConfig
+    from pgnumpy.rlhf.pipeline import RLHFConfig
+    from pgnumpy.rlhf.reward_model import RMConfig
+
+    cfg = RLHFConfig(seed=0, lm=LMConfig(context=3, d_embed=8, hidden=(16,), corpus=300,
+                                         heldout=100, steps=30, batch=64, eval_every=10),
+                     rm=RMConfig(pairs=200, heldout=50, steps=10, batch=32, norm_samples=100,
+                                 eval_every=5),
+                     rl=finetune.RLConfig(iterations=3, batch=8, lr=1e-2), sweep_betas=())
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    out = tmp_path / "run"
+    assert main(["--config", str(path), "--out", str(out), "--quiet", "--no-figures",
+                 "--algo", algo, "--beta", "0.2"]) == 0
+    assert "RL gold" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out / "rl.csv")))
+    assert len(rows) == 3 and all(np.isfinite(float(r["pair_loss"])) for r in rows)
+    assert json.loads((out / "config.json").read_text())["rl"]["algo"] == algo
+    assert (out / "rl.npz").exists()

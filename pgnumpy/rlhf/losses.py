@@ -143,3 +143,30 @@ def kl_full_dlogits(p_logp: np.ndarray, q_logp: np.ndarray) -> tuple[np.ndarray,
     p = np.exp(p_logp)
     kl = (p * (p_logp - q_logp)).sum(axis=-1)
     return kl, p * (p_logp - q_logp) - p * kl[..., None]
+
+
+def check_loss_fields(rl) -> None:
+    """UserError (one line, exit 2 through cli.entry) for a bad loss option of an RLConfig:
+    loss_agg, scale_rewards, kl_estimator, micro_batch, algo (derivations/14-rlhf-losses.md)."""
+    from pgnumpy.errors import UserError
+    from pgnumpy.rlhf.dpo import ALGOS
+
+    for name, value, choices in (("loss_agg", rl.loss_agg, LOSS_AGGS),
+                                 ("scale_rewards", rl.scale_rewards, SCALE_REWARDS),
+                                 ("kl_estimator", rl.kl_estimator, KL_ESTIMATORS),
+                                 ("algo", rl.algo, ALGOS)):
+        if value != "" and value not in choices:
+            raise UserError(f"rl.{name} must be one of {', '.join(choices)}; got {value!r}")
+    if rl.algo == "rl" and (rl.loss_agg or rl.scale_rewards or rl.kl_estimator or rl.micro_batch
+                            or rl.kl_penalty == "loss") and rl.estimator == "ppo":
+        raise UserError("the loss options (loss_agg, scale_rewards, kl_estimator, micro_batch, "
+                        "kl_penalty 'loss') go with a group estimator (rloo, grpo, grpo_nostd, "
+                        "dr_grpo)")
+    m = rl.micro_batch
+    if not isinstance(m, int) or isinstance(m, bool) or m < 0 or (m and rl.batch % m):
+        raise UserError(f"rl.micro_batch must be 0 (one micro-batch) or a whole number that "
+                        f"divides rl.batch ({rl.batch}); got {m!r}")
+    if rl.kl_estimator and rl.kl_penalty == "k3_loss" and rl.kl_estimator not in ("k3",
+                                                                                  "low_var_kl"):
+        raise UserError("rl.kl_penalty 'k3_loss' fixes the estimator to k3; use kl_penalty "
+                        "'loss' with kl_estimator for another one in the loss")
