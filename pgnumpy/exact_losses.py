@@ -137,13 +137,13 @@ def form_coef(w: World, bt: X.Batches, form: Form, group: int
 
 
 def form_moments(w: World, form: Form, group: int, groups: int = 1,
-                 bt: X.Batches | None = None) -> X.Moments:
+                 bt: X.Batches | None = None, second: bool = True) -> X.Moments:
     """Exact E[g] and tr Cov of the form's one-batch estimate, batches of `groups` groups of k
     (LOSS.4, RLX.5)."""
     bt = bt or group_batches(w.sp.p, group, groups)
     coef, dcoef = form_coef(w, bt, form, group)
     direct = (w.Dt, w.dl) if dcoef is not None else None
-    return X.moments(w.lm, w.sp, w.Gt, bt, coef, direct, dcoef)
+    return X.moments(w.lm, w.sp, w.Gt, bt, coef, direct, dcoef, second)
 
 
 @dataclass
@@ -189,7 +189,7 @@ def bias_parts(w: World, form: Form, group: int, groups: int = 1) -> dict[str, n
     chain.append(replace(chain[-1], scale=form.scale))
     chain.append(replace(chain[-1], agg=form.agg))
     chain.append(replace(chain[-1], micro=form.micro))
-    means = [form_moments(w, f, group, groups, bt).mean for f in chain]
+    means = [form_moments(w, f, group, groups, bt, second=False).mean for f in chain]
     return {name: b - a for name, a, b in zip(BIAS_PARTS, means[:-1], means[1:])}
 
 

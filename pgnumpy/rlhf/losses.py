@@ -162,6 +162,9 @@ def check_loss_fields(rl) -> None:
         raise UserError("the loss options (loss_agg, scale_rewards, kl_estimator, micro_batch, "
                         "kl_penalty 'loss') go with a group estimator (rloo, grpo, grpo_nostd, "
                         "dr_grpo)")
+    if rl.algo != "rl" and not rl.beta > 0:
+        raise UserError(f"rl.algo {rl.algo!r} needs rl.beta > 0 (it divides by it); got "
+                        f"{rl.beta!r}")
     m = rl.micro_batch
     if not isinstance(m, int) or isinstance(m, bool) or m < 0 or (m and rl.batch % m):
         raise UserError(f"rl.micro_batch must be 0 (one micro-batch) or a whole number that "

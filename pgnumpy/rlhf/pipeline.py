@@ -214,7 +214,7 @@ def run(
     policies: dict[str, TinyLM] = {}
     settings = [("main", cfg.rl)] + [
         (f"beta_{b:g}", dataclasses.replace(cfg.rl, beta=b, adaptive=False))
-        for b in cfg.sweep_betas]
+        for b in cfg.sweep_betas if cfg.rl.algo == "rl" or b > 0]  # DPO / IPO need beta > 0
     for (name, rl_cfg), seed in zip(settings, seeds[2].spawn(len(settings))):
         tag = "adaptive" if rl_cfg.adaptive else "fixed"
         print_fn(f"[rl] {name}: beta {rl_cfg.beta:g} ({tag}), {rl_cfg.iterations} iterations "
