@@ -540,3 +540,18 @@ def test_cli_runs_dpo_and_ipo_as_stage_3(tmp_path, capsys, algo):
     assert len(rows) == 3 and all(np.isfinite(float(r["pair_loss"])) for r in rows)
     assert json.loads((out / "config.json").read_text())["rl"]["algo"] == algo
     assert (out / "rl.npz").exists() and not (out / "rl_beta_0.csv").exists()  # beta 0 skipped
+
+
+def test_the_table_names_every_option_of_the_libraries():
+    """python -m pgnumpy.plots.rlhf_losses has a row under each option name a reader sets in TRL
+    or verl (so they find their own config), and each row's form uses that option."""
+    from pgnumpy.plots.rlhf_losses import ROWS
+
+    names = " | ".join(name for name, _, _, _ in ROWS)
+    for opt in losses.LOSS_AGGS + losses.KL_ESTIMATORS:
+        assert opt in names, opt
+    for opt in losses.SCALE_REWARDS:
+        assert f"scale_rewards={opt}" in names
+    for name, _, form, _ in ROWS:
+        if name.split(" ")[0] in losses.LOSS_AGGS:
+            assert form.agg == name.split(" ")[0], name
