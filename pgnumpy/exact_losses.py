@@ -35,7 +35,9 @@ class Form:
     estimator of losses.KL_ESTIMATORS; kl_place: reward (R = r - beta sum_t k_t) or loss
     (+ beta sum_t w_t k_t); baseline: mean (GRPO's) or loo (RLOO's); micro: sentences per
     micro-batch (0: the whole batch); kl_in_baseline: False puts the reward KL outside the group
-    baseline (A = adv(r) - beta sum_t k_t: the other order of OpenRLHF PR #515)."""
+    baseline (A = adv(r) - beta sum_t k_t: the other order of OpenRLHF PR #515); kl_ratio: the
+    KL loss term weighted by the ratio pi/pi_old, beta sum_t w_t rho_t k_t (DeepSeek-V3.2's
+    correction, TRL PR #4638's use_bias_correction_kl)."""
 
     agg: str = "seq-mean-token-sum"
     scale: str = "none"
@@ -44,6 +46,7 @@ class Form:
     baseline: str = "loo"
     micro: int = 0
     kl_in_baseline: bool = True
+    kl_ratio: bool = False
 
 
 UNBIASED = Form()  # RLOO, summed over tokens, k1 in the reward: E = grad J_beta  (RLX.5)
@@ -131,8 +134,12 @@ def form_coef(w: World, bt: X.Batches, form: Form, group: int
     if not in_reward:
         if losses.KL_ALIASES.get(form.kl, form.kl) == "full":
             dcoef = wt
-        else:
-            coef = coef - beta * wt * losses.kl_value_grad(lt, sp.logp_ref_tok[bt.idx], form.kl)
+        else:  # d(rho k)/dlogp = rho (k + k'), rho = 1 at collection
+            lr_ = sp.logp_ref_tok[bt.idx]
+            dk = losses.kl_value_grad(lt, lr_, form.kl)
+            if form.kl_ratio:
+                dk = dk + losses.kl_value(lt, lr_, form.kl)
+            coef = coef - beta * wt * dk
     return np.where(mask, coef, 0.0), dcoef
 
 
@@ -221,8 +228,13 @@ def batch_surrogate_loss_and_grad(lm: TinyLM, ref_logp: np.ndarray, y: np.ndarra
             extra = beta * wk.reshape(-1)[:, None] * d
         else:
             ref_tok = np.take_along_axis(ref_logp, y[..., None], axis=-1)[..., 0]
-            loss += beta * float((wk * losses.kl_value(logp, ref_tok, form.kl)).sum())
-            dlogp += beta * (wk * losses.kl_value_grad(logp, ref_tok, form.kl)).reshape(-1)
+            k = losses.kl_value(logp, ref_tok, form.kl)
+            dk = losses.kl_value_grad(logp, ref_tok, form.kl)
+            if form.kl_ratio:  # rho k, rho = pi / pi_old: d/dlogp = rho (k + k')
+                rho = np.exp(logp - logp_old)
+                k, dk = rho * k, rho * (k + dk)
+            loss += beta * float((wk * k).sum())
+            dlogp += beta * (wk * dk).reshape(-1)
     dy = dlogp[:, None] * dist.log_prob_grad(y.reshape(-1))
     if extra is not None:
         dy = dy + extra

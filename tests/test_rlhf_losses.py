@@ -219,6 +219,10 @@ def test_kl_estimators_in_the_reward_and_in_the_loss(w):
                mean(w, F(kl="full", kl_place="loss"), 2)) < TOL
     for kl in ("k2", "k3", "abs", "full"):
         assert rel(mean(w, F(kl=kl, kl_place="loss"), 2), w.grad) > 1e-2
+    # k3 weighted by the ratio (DeepSeek-V3.2): E_pi[(k3 + k3') grad log pi] = grad E_pi[k3]
+    # with the states fixed = grad KL_t: the same as k2 / full in the loss, not grad J
+    assert rel(mean(w, F(kl="k3", kl_place="loss", kl_ratio=True), 2),
+               mean(w, F(kl="full", kl_place="loss"), 2)) < TOL
 
 
 def test_abs_in_the_loss_follows_the_l1_distance_per_state():
@@ -265,7 +269,7 @@ def test_the_batch_surrogate_gradient_by_finite_differences(w):
     lm.params += np.random.default_rng(0).normal(0, 0.01, lm.params.size)
     try:
         for form in (F(), F(kl="k3", kl_place="loss"), F(kl="abs", kl_place="loss"),
-                     F(kl="full", kl_place="loss")):
+                     F(kl="full", kl_place="loss"), F(kl="k3", kl_place="loss", kl_ratio=True)):
             args = (ref_all, y, mask, w.sp.logp_tok[ids], adv, wt, w.beta, form, 1e9)
             _, g = E.batch_surrogate_loss_and_grad(lm, *args)
             fd = central_fd(lambda _, a=args: E.batch_surrogate_loss_and_grad(lm, *a)[0],

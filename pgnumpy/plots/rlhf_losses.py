@@ -52,6 +52,8 @@ for _kl in ("k1", "k2", "k3", "abs", "full"):
     _alias = {"k2": "k2 (mse)", "k3": "k3 (low_var_kl)"}.get(_kl, _kl)
     ROWS.append((f"{_alias} in loss", "verl kl_loss_type / TRL beta",
                  F(kl=_kl, kl_place="loss"), 1))
+ROWS.append(("k3 (low_var_kl) x ratio in loss", "DeepSeek-V3.2 / TRL PR #4638",
+             F(kl="k3", kl_place="loss", kl_ratio=True), 1))
 HEADLINE = {  # the forms whose cos is followed over k, the cap and beta (sweep)
     "rloo, k1 in reward": F(),
     "grpo (TRL default axes: std, k3 in loss)": F(agg="grpo", scale="group", kl="k3",
@@ -104,7 +106,8 @@ def sweep(ks=(2, 3, 4), caps=(2, 3, 4), betas=(0.1, 0.3, 1.0)) -> dict[str, dict
 
 
 MU_FORMS = {"rloo, k1 in reward": F(), "rloo, k2 in loss": F(kl="k2", kl_place="loss"),
-            "rloo, k3 in loss": F(kl="k3", kl_place="loss")}
+            "rloo, k3 in loss": F(kl="k3", kl_place="loss"),
+            "rloo, k3 x ratio in loss": F(kl="k3", kl_place="loss", kl_ratio=True)}
 
 
 def mu_table(w: E.World, mus=(1, 2, 4), lr: float = 0.005) -> dict[str, dict]:
