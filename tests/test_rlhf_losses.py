@@ -223,6 +223,11 @@ def test_kl_estimators_in_the_reward_and_in_the_loss(w):
     # with the states fixed = grad KL_t: the same as k2 / full in the loss, not grad J
     assert rel(mean(w, F(kl="k3", kl_place="loss", kl_ratio=True), 2),
                mean(w, F(kl="full", kl_place="loss"), 2)) < TOL
+    # ... and sample by sample k2 in the loss: rho (k3 + k3') = rho x = rho k2' at rho = 1
+    bt = X.all_batches(w.sp.p, 2)
+    a = E.form_coef(w, bt, F(kl="k3", kl_place="loss", kl_ratio=True), 2)[0]
+    assert np.allclose(a, E.form_coef(w, bt, F(kl="k2", kl_place="loss"), 2)[0], rtol=0,
+                       atol=1e-13)
 
 
 def test_abs_in_the_loss_follows_the_l1_distance_per_state():
