@@ -180,6 +180,19 @@ def test_closed_forms_of_the_aggregations(w, k):
         assert X.report(m, g)[1] < 0.9999
 
 
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_grpo_is_k_minus_1_over_k_of_a_length_weighted_gradient(w, k):
+    """(LOSS.4): with the group mean b_i = R_i/k + (k-1)/k loo_i and loo_i independent of y_i,
+    E[grpo] = (k-1)/k sum_y pi(y) (R(y) - E_pi R) grad log pi(y) / |y|: its direction does not
+    depend on k. The right side by one weighted backward over the 40 sentences (1e-9)."""
+    sp = w.sp
+    R = w.r - w.beta * np.where(
+        sp.mask, sp.logp_tok - sp.logp_ref_tok, 0.0).sum(axis=1)
+    coef = sp.p * (R - sp.p @ R) / sp.length
+    g_len = X.backward_tokens(w.lm, w.y, np.where(sp.mask, coef[:, None], 0.0))
+    assert rel(mean(w, F(agg="grpo", baseline="mean"), k), (k - 1) / k * g_len) < TOL
+
+
 def test_the_partition_matters_only_for_bnpo(w):
     """(LOSS.1, LOSS.4), k = 4: bnpo with micro-batches of 2 differs from micro-batches of 1 and
     of 4 (by > 1e-3 relative); grpo and dapo are the same whatever the micro-batch size."""
