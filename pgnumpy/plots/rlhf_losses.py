@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
                    label=name)
     ax[2].set(xlabel="μ (steps on one batch)", ylabel="‖E Δθ − Δθ_exact‖ / ‖Δθ_exact‖",
               title="μ steps, lr 0.005, k = 2", xticks=[1, 2, 4])
-    ax[2].legend(fontsize=7)
+    ax[2].legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     for key, style in (("rl", "s-"), ("dpo", "o-"), ("ipo", "^-")):
         c = curves[key]
         ax[3].plot(c[:, 0], c[:, 1], style, ms=4, label={
