@@ -229,28 +229,35 @@ class Moments:
 
 
 def moments(lm: TinyLM, sp: Space, Gt: np.ndarray, bt: Batches, coef: np.ndarray,
-            direct: tuple[np.ndarray, np.ndarray] | None = None) -> Moments:
+            direct: tuple[np.ndarray, np.ndarray] | None = None,
+            direct_coef: np.ndarray | None = None, second: bool = True) -> Moments:
     """E[g] and E||g||^2 for the estimate g_m = sum_{i, t} coef[m, i, t] grad log pi(y_{m,i,t})
     (+ sum_i of a per-sentence direct term), exactly (RLX.5).
 
     The mean: the coefficients weighted by P(m) and added onto their sentences' tokens, then one
     backward over the 40 sentences (the estimate is linear in the coefficients, so this is the
     sum over batches of what each batch's backward gives). direct = (Dt (N, L, P) per-token
-    direct gradients, dlogits (N, L, V) the same as logit gradients for the training path)."""
+    direct gradients, dlogits (N, L, V) the same as logit gradients for the training path);
+    direct_coef (M, B, L): each direct term's weight in each batch (default 1: once per
+    appearance, as the one-sentence forms have it; the aggregated losses weight it by w_t);
+    second = False skips E||g||^2 (nan): the mean alone is one backward."""
     N, L = sp.y.shape
     W = np.zeros((N, L))
     np.add.at(W, bt.idx, bt.prob[:, None, None] * coef)
     extra = None
     Ft = Gt
-    if direct is not None:  # each sentence's direct term once per appearance in the batch
-        cnt = np.zeros(N)
-        np.add.at(cnt, bt.idx, bt.prob[:, None] * np.ones_like(bt.idx, float))
-        extra = cnt[:, None, None] * direct[1]
+    if direct is not None:
+        dcoef = np.ones_like(coef) if direct_coef is None else direct_coef
+        Wd = np.zeros((N, L))
+        np.add.at(Wd, bt.idx, bt.prob[:, None, None] * dcoef)
+        extra = Wd[:, :, None] * direct[1]
     mean = backward_tokens(lm, sp.y, W, extra)
+    if not second:
+        return Moments(mean, float("nan"))
     # E||g||^2 with the token Gram matrix (tokens: (sentence, t), plus a direct row per token)
     if direct is not None:
         Ft = np.concatenate([Gt, direct[0]], axis=1)  # (N, 2L, P)
-        coef = np.concatenate([coef, np.ones_like(coef)], axis=2)
+        coef = np.concatenate([coef, dcoef], axis=2)
     F = Ft.reshape(N * Ft.shape[1], -1)
     K = F @ F.T
     tok = (bt.idx[:, :, None] * Ft.shape[1] + np.arange(Ft.shape[1])).reshape(len(bt.prob), -1)

@@ -28,7 +28,9 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from pgnumpy.errors import UserError  # noqa: E402
+from pgnumpy.rlhf.dpo import ALGOS  # noqa: E402
 from pgnumpy.rlhf.finetune import ESTIMATORS, KL_PENALTIES  # noqa: E402
+from pgnumpy.rlhf.losses import KL_ESTIMATORS, LOSS_AGGS, SCALE_REWARDS  # noqa: E402
 from pgnumpy.rlhf.pipeline import STAGES, RLHFConfig, run  # noqa: E402
 
 _Parser = cli.ArgumentParser
@@ -72,6 +74,21 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
                    help="sentences per group for the group estimators (4)")
     p.add_argument("--kl-penalty", default=S, choices=KL_PENALTIES,
                    help="KL as k1 in the reward, or GRPO's k3 term in the loss (reward)")
+    # issue 27: the loss options of TRL and verl (derivations/14-rlhf-losses.md)
+    p.add_argument("--loss-agg", default=S, choices=LOSS_AGGS,
+                   help="token weights of a group form: TRL loss_type or verl loss_agg_mode "
+                        "(the estimator's own)")
+    p.add_argument("--scale-rewards", default=S, choices=SCALE_REWARDS,
+                   help="TRL scale_rewards: divide by the group's or batch's std, or not")
+    p.add_argument("--kl-estimator", default=S, choices=KL_ESTIMATORS,
+                   help="verl kl_penalty / kl_loss_type; in the reward, or in the loss with "
+                        "--kl-penalty loss (k1)")
+    p.add_argument("--micro-batch", type=int, default=S,
+                   help="sentences per micro-batch, gradients accumulated (0: one)")
+    p.add_argument("--steps-per-batch", type=int, default=S,
+                   help="passes over each batch (TRL num_iterations, verl ppo_epochs) (4)")
+    p.add_argument("--algo", default=S, choices=ALGOS,
+                   help="stage 3: rl, or dpo / ipo on the labeller's pairs (rl)")
     p.add_argument("--sweep-betas", type=_floats, default=S,
                    help="extra fixed-beta RL runs for the over-optimisation figure, e.g. "
                         "0.2,0.01,0 ('' for none)")
@@ -103,6 +120,9 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
         "adaptive": ("rl", "adaptive"), "kl_target": ("rl", "kl_target"),
         "rl_iterations": ("rl", "iterations"), "estimator": ("rl", "estimator"),
         "group": ("rl", "group"), "kl_penalty": ("rl", "kl_penalty"),
+        "loss_agg": ("rl", "loss_agg"), "scale_rewards": ("rl", "scale_rewards"),
+        "kl_estimator": ("rl", "kl_estimator"), "micro_batch": ("rl", "micro_batch"),
+        "steps_per_batch": ("rl", "update_epochs"), "algo": ("rl", "algo"),
     }.items():
         if flag in given:
             (d if section is None else d[section])[name] = given[flag]

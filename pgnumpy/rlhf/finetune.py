@@ -33,6 +33,7 @@ import numpy as np
 from pgnumpy import kernels
 from pgnumpy.objectives import normalize, ppo_clip_loss, value_loss
 from pgnumpy.optim import Adam, clip_grad_norm
+from pgnumpy.rlhf import losses
 from pgnumpy.rlhf.grammar import Grammar, gold_reward, to_words
 from pgnumpy.rlhf.lm import TinyLM, WindowNet, token_mask, windows
 from pgnumpy.rlhf.reward_model import RewardModel
@@ -86,10 +87,23 @@ class RLConfig:
     estimator: str = "ppo"
     group: int = 4
     kl_penalty: str = "reward"
+    # The loss options of TRL and verl (derivations/14-rlhf-losses.md), for the group forms; ""
+    # and 0 keep each estimator's own form (the line above, bit for bit):
+    #   loss_agg      losses.LOSS_AGGS (TRL loss_type, verl loss_agg_mode)          (LOSS.1)
+    #   scale_rewards group, batch, none (TRL scale_rewards)                         (LOSS.2)
+    #   kl_estimator  k1, k2/mse, k3/low_var_kl, abs, full, in the reward or, with
+    #                 kl_penalty = "loss", in the loss (verl kl_penalty, kl_loss_type) (LOSS.3)
+    #   micro_batch   sentences per micro-batch, gradients accumulated (bnpo's normaliser)
+    #   algo          rl, or dpo / ipo: stage 3 on preference pairs, no RL (DPO.1, DPO.2)
+    loss_agg: str = ""
+    scale_rewards: str = ""
+    kl_estimator: str = ""
+    micro_batch: int = 0
+    algo: str = "rl"
 
 
 ESTIMATORS = ("ppo", "rloo", "grpo", "grpo_nostd", "dr_grpo")
-KL_PENALTIES = ("reward", "k3_loss")
+KL_PENALTIES = ("reward", "k3_loss", "loss")
 
 
 def kl_tokens(logp: np.ndarray, logp_ref: np.ndarray, kind: str = "k1") -> np.ndarray:
@@ -234,6 +248,8 @@ class Batch:
     ret: np.ndarray | None  # None for the group forms: no value function
     logp_ref_flat: np.ndarray | None = None  # (N,) for kl_penalty = "k3_loss"
     kl_weight: np.ndarray | None = None  # (N,) beta c_t of the k3 loss term (RLX.9)
+    kl_kind: str = "k3"  # the KL estimator of the loss term (LOSS.3)
+    ref_logp_all: np.ndarray | None = None  # (N, V) pi_ref's log-probabilities, for "full"
 
 
 def collect(
@@ -255,7 +271,11 @@ def collect(
     rew = shaped_rewards(logp, logp_ref, mask, score, beta)
     flat = mask.reshape(-1)
     extra = {}
-    if cfg.estimator == "ppo":
+    if uses_loss_options(cfg):  # the TRL / verl options (LOSS.1-3)
+        adv_flat, extra = loss_option_advantages(cfg, score, logp, logp_ref, mask, beta,
+                                                 pi, pi_ref)
+        ret_flat = None
+    elif cfg.estimator == "ppo":
         adv, ret = advantages(rew, val, mask, cfg.lam)
         adv_flat, ret_flat = normalize(adv[mask]), ret[mask]
     else:
@@ -274,6 +294,42 @@ def collect(
         ctx=ctx_all[flat], act=y[mask], logp_old=logp[mask], adv=adv_flat, ret=ret_flat,
         **extra,
     )
+
+
+def uses_loss_options(cfg: RLConfig) -> bool:
+    """Whether any of the TRL / verl loss options is set (else each estimator's own form)."""
+    return bool(cfg.loss_agg or cfg.scale_rewards or cfg.kl_estimator or cfg.micro_batch
+                or cfg.kl_penalty == "loss")
+
+
+def loss_option_advantages(cfg: RLConfig, score: np.ndarray, logp: np.ndarray,
+                           logp_ref: np.ndarray, mask: np.ndarray, beta: float, pi, pi_ref
+                           ) -> tuple[np.ndarray, dict]:
+    """The per-token advantages A_i c_t (flat over real tokens) and the KL loss term's pieces for
+    a group estimator with the loss options (LOSS.1, LOSS.2, LOSS.3): R = score - beta sum_t k_t
+    (KL in the reward) or score (in the loss); A = losses.scaled_advantages(R) with the
+    estimator's baseline (rloo: leave-one-out, else the group mean); c_t = n w_t with w_t =
+    losses.agg_weights, so that update's mean over the batch's n tokens is sum_t w_t l_t; a KL
+    in the loss gets the weight beta c_t. Unset options take the estimator's own form."""
+    kind = cfg.kl_estimator or ("k3" if cfg.kl_penalty == "k3_loss" else "k1")
+    in_loss = cfg.kl_penalty in ("k3_loss", "loss")
+    B, L = mask.shape
+    kl_state = None
+    if losses.KL_ALIASES.get(kind, kind) == "full":
+        kl_state = pi.kl(pi_ref).reshape(B, L)
+    R = score if in_loss else score - beta * np.where(
+        mask, losses.kl_value(logp, logp_ref, kind, kl_state), 0.0).sum(axis=1)
+    scale = cfg.scale_rewards or ("group" if cfg.estimator == "grpo" else "none")
+    base = "loo" if cfg.estimator == "rloo" else "mean"
+    A = losses.scaled_advantages(R, cfg.group, scale, base)
+    agg = cfg.loss_agg or ("grpo" if LENGTH_NORM[cfg.estimator] else "seq-mean-token-sum")
+    c = mask.sum() * losses.agg_weights(mask, agg, cfg.max_len, cfg.micro_batch)
+    extra = {}
+    if in_loss:
+        extra = {"logp_ref_flat": logp_ref[mask], "kl_weight": beta * c[mask], "kl_kind": kind}
+        if kl_state is not None:
+            extra["ref_logp_all"] = pi_ref.logp_all[mask.reshape(-1)]
+    return (A[:, None] * c)[mask], extra
 
 
 def update(
@@ -295,10 +351,18 @@ def update(
             logp = dist.log_prob(act)
             pi_loss, dlogp, info = ppo_clip_loss(logp, batch.logp_old[idx], batch.adv[idx],
                                                  cfg.clip_eps)
-            if batch.kl_weight is not None:  # + (1/n) sum_t beta c_t k3_t, at the current logp
+            dz = None  # + (1/n) sum_t beta c_t k_t at the current logp (RLX.9, LOSS.3)
+            if batch.kl_weight is not None and batch.kl_kind == "k3":
                 dlogp = dlogp + batch.kl_weight[idx] * kl_tokens_grad(
                     logp, batch.logp_ref_flat[idx], "k3") / len(idx)
-            g_pi = policy.backward(cache, dlogp[:, None] * dist.log_prob_grad(act))  # (CAT.2)
+            elif batch.kl_weight is not None and batch.ref_logp_all is not None:  # full
+                dz = (batch.kl_weight[idx] / len(idx))[:, None] * losses.kl_full_dlogits(
+                    dist.logp_all, batch.ref_logp_all[idx])[1]
+            elif batch.kl_weight is not None:  # k1, k2, abs
+                dlogp = dlogp + batch.kl_weight[idx] * losses.kl_value_grad(
+                    logp, batch.logp_ref_flat[idx], batch.kl_kind) / len(idx)
+            dy = dlogp[:, None] * dist.log_prob_grad(act)
+            g_pi = policy.backward(cache, dy if dz is None else dy + dz)  # (CAT.2)
             clip_grad_norm(g_pi, cfg.max_grad_norm)
             opt.step(g_pi)
             v_loss = float("nan")

@@ -30,10 +30,12 @@ from pgnumpy.checkpoint import read_npz
 from pgnumpy.config import check_choice, check_int, check_range
 from pgnumpy.errors import UserError
 from pgnumpy.fileio import atomic_write
+from pgnumpy.rlhf.dpo import dpo_finetune
 from pgnumpy.rlhf.finetune import ESTIMATORS, KL_PENALTIES, RLConfig, rl_finetune
 from pgnumpy.rlhf.grammar import Grammar, gold_reward, to_words
 from pgnumpy.rlhf.lm import LMConfig, TinyLM, pretrain
-from pgnumpy.rlhf.reward_model import RewardModel, RMConfig, train_reward_model
+from pgnumpy.rlhf.losses import check_loss_fields
+from pgnumpy.rlhf.reward_model import RewardModel, RMConfig, preference_pairs, train_reward_model
 
 STAGES = ("lm", "rm", "rl")
 FORMAT = "pgnumpy-rlhf-1"
@@ -79,9 +81,10 @@ class RLHFConfig:
             if rl.batch % rl.group:
                 raise UserError(f"rl.batch ({rl.batch}) must be a multiple of rl.group "
                                 f"({rl.group}): the batch is split into groups")
-        elif rl.kl_penalty != "reward":
+        elif rl.kl_penalty != "reward" and rl.algo == "rl":
             raise UserError("rl.kl_penalty 'k3_loss' goes with a group estimator (rloo, grpo, "
                             "grpo_nostd, dr_grpo); ppo puts the KL in the reward")
+        check_loss_fields(rl)  # issue 27's options (derivations/14-rlhf-losses.md)
         if self.rl.max_len < Grammar().max_len:
             raise UserError(f"rl.max_len must be >= {Grammar().max_len} (the grammar's longest "
                             f"sentence), got {self.rl.max_len}")
@@ -211,7 +214,7 @@ def run(
     policies: dict[str, TinyLM] = {}
     settings = [("main", cfg.rl)] + [
         (f"beta_{b:g}", dataclasses.replace(cfg.rl, beta=b, adaptive=False))
-        for b in cfg.sweep_betas]
+        for b in cfg.sweep_betas if cfg.rl.algo == "rl" or b > 0]  # DPO / IPO need beta > 0
     for (name, rl_cfg), seed in zip(settings, seeds[2].spawn(len(settings))):
         tag = "adaptive" if rl_cfg.adaptive else "fixed"
         print_fn(f"[rl] {name}: beta {rl_cfg.beta:g} ({tag}), {rl_cfg.iterations} iterations "
@@ -222,7 +225,12 @@ def run(
             if r["iter"] % every == 0 or r["iter"] == last:
                 print_fn(_rl_line(r))
 
-        policy, rows = rl_finetune(rl_cfg, lm, rm, grammar, np.random.default_rng(seed), show)
+        rng = np.random.default_rng(seed)
+        if rl_cfg.algo == "rl":
+            policy, rows = rl_finetune(rl_cfg, lm, rm, grammar, rng, show)
+        else:  # DPO / IPO on the labeller's pairs, no RL (derivations/14-rlhf-losses.md)
+            pairs = preference_pairs(lm, grammar, cfg.rm.pairs, cfg.rm.temperature, rng, max_len)
+            policy, rows = dpo_finetune(rl_cfg, lm, pairs, grammar, rm, rng, show)
         runs[name], policies[name] = rows, policy
         write_csv(out / ("rl.csv" if name == "main" else f"rl_{name}.csv"), rows)
         if name == "main":
