@@ -106,6 +106,13 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
     }.items():
         if flag in given:
             (d if section is None else d[section])[name] = given[flag]
+    rl = d["rl"]  # flags the final config would ignore: refused, not dropped silently
+    if "group" in given and rl["estimator"] == "ppo":
+        raise UserError("--group is the group estimators' group size; ppo has none (give "
+                        "--estimator rloo, grpo, grpo_nostd or dr_grpo)")
+    if "kl_target" in given and not rl["adaptive"]:
+        raise UserError("--kl-target is the adaptive controller's target; a fixed beta has "
+                        "none (add --adaptive)")
     first = STAGES.index(args.from_stage)
     for section in STAGES[:first]:  # a loaded stage cannot change: its checkpoint is what it is
         if d[section] != base.to_dict()[section]:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pgnumpy import kernels
+from pgnumpy.config import check_choice, check_int
+from pgnumpy.errors import UserError
 from pgnumpy.objectives import normalize, ppo_clip_loss, value_loss
 from pgnumpy.optim import Adam, clip_grad_norm
 from pgnumpy.rlhf.grammar import Grammar, gold_reward, to_words
@@ -87,9 +89,28 @@ class RLConfig:
     group: int = 4
     kl_penalty: str = "reward"
 
+    def __post_init__(self):
+        check_estimator(self)
+
 
 ESTIMATORS = ("ppo", "rloo", "grpo", "grpo_nostd", "dr_grpo")
 KL_PENALTIES = ("reward", "k3_loss")
+
+
+def check_estimator(cfg: RLConfig) -> None:
+    """Refuse (UserError, one line) an estimator combination collect would ignore or break on:
+    a group size that cannot split the batch, or a k3 loss term with ppo, which puts the KL in
+    the reward. group is checked with ppo too (it only goes unused there): 0 is no group size."""
+    check_choice("rl.estimator", cfg.estimator, ESTIMATORS)
+    check_choice("rl.kl_penalty", cfg.kl_penalty, KL_PENALTIES)
+    check_int("rl.group", cfg.group, lo=2)
+    if cfg.estimator == "ppo":
+        if cfg.kl_penalty != "reward":
+            raise UserError("rl.kl_penalty 'k3_loss' goes with a group estimator (rloo, grpo, "
+                            "grpo_nostd, dr_grpo); ppo puts the KL in the reward")
+    elif isinstance(cfg.batch, int) and cfg.batch % cfg.group:
+        raise UserError(f"rl.batch ({cfg.batch}) must be a multiple of rl.group ({cfg.group}): "
+                        f"the batch is split into groups")
 
 
 def kl_tokens(logp: np.ndarray, logp_ref: np.ndarray, kind: str = "k1") -> np.ndarray:
