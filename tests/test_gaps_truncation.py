@@ -20,8 +20,9 @@ def test_simple_pg_critic_forms_do_not_bootstrap_a_time_limit_end(monkeypatch, f
     rtg-baseline = reward-to-go (no bootstrap) - V(s_t); gae = GAE (GAE.2) with V(s_{t+1}) = 0
     after a truncation (and V of the true next state elsewhere); q = Q_w(s_t, a_t).
     Planted: V(final obs) bootstrapped at truncations (simple_pg's where(trunc, 0) dropped:
-    caught by gae); rtg-baseline's reward-to-go bootstrapped at truncations (caught);
-    Q_w's weights scattered one row late (caught)."""
+    caught by rtg-baseline, whose reward-to-go then bootstraps, and by gae; the old wiring
+    test let it through); rtg-baseline's baseline dropped (caught); Q_w's weights scattered
+    one row late (caught)."""
     scripted(monkeypatch, simple_pg, [[(3, "trunc")], [(2, "term"), (4, "trunc")]])
     vs, qs = registry(monkeypatch, simple_pg, "ValueCritic"), registry(monkeypatch, simple_pg,
                                                                          "QCritic")
