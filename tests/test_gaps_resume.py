@@ -68,7 +68,7 @@ def test_resume_restores_a_non_trivial_state_field_by_field(case, tmp_path, monk
     from its seeded state (an empty history or a fresh generator equal to a fresh one would
     compare equal while restoring nothing).
     Planted: restore leaving the episode history out (caught); restore leaving the generators
-    out (caught); TRPO's critic generator left out of its rngs (caught)."""
+    out (caught)."""
     module, kw = ALGO_CASES[case]
     cfg_cls = {simple_pg: simple_pg.SimplePGConfig, vpg: vpg.VPGConfig,
                trpo: trpo.TRPOConfig}[module]
@@ -159,8 +159,9 @@ def test_resumed_ppo_continues_the_annealed_lr_and_adams_step_count(monkeypatch,
     iteration 1 and resumed takes, at each later step, the lr and Adam step count t of the
     uninterrupted run, and logs the same lr per row. The lr must change from iteration to
     iteration, or the comparison says nothing.
-    Planted: the schedule restarted at the resume (it - first; caught); the fused path's lr
-    packed from cfg.lr instead of the annealed opt.lr (caught)."""
+    Planted: the schedule restarted at the resume (lr0 (1 - (it - first) / iterations): caught
+    in both paths, while the rest of the suite passed); Adam's t set to 0 after the restore
+    (caught)."""
     cfg = ppo.PPOConfig(fused=fused_path, **LR_CFG)
     steps = record_steps(monkeypatch, fused_path)
     whole = ppo.train(cfg)

@@ -585,7 +585,10 @@ def test_checkpoint_restores_every_field_of_the_training_state(monkeypatch, tmp_
     """Run PPO-KL with observation normalisation and reward scaling, checkpoint after each
     iteration, and resume. What the resumed run starts with — every network, both Adam states
     (m, v, t, lr), both RNGs, beta, the normalisers' statistics, the counters and the episode
-    history — equals the state at the checkpoint, field by field."""
+    history — equals the state at the checkpoint, field by field. Each is first shown
+    non-trivial (issue 23): 256 steps an env, past Pendulum's 200-step limit, so episodes have
+    finished (with 192 the history compared was [] with []); moments non-zero, generators
+    advanced. Planted: restore leaving the episode history out (passed at 192 steps; caught)."""
     saved = {}
 
     def on_epoch(epoch, state):
@@ -598,10 +601,16 @@ def test_checkpoint_restores_every_field_of_the_training_state(monkeypatch, tmp_
             extra=copy.deepcopy(state["extra"]), epoch=epoch)
 
     cfg = ppo.PPOConfig(env_id="Pendulum-v1", variant="kl", norm_obs=True, norm_rew=True,
-                        anneal_lr=False, num_envs=2, steps_per_env=64, total_steps=3 * 128,
+                        anneal_lr=False, num_envs=2, steps_per_env=64, total_steps=4 * 128,
                         hidden=(8,), target_return=float("inf"))
     ppo.train(cfg, on_epoch=on_epoch)
     assert saved["extra"]["beta"] != cfg.beta  # beta moved, so restoring it is observable
+    assert len(saved["returns"]) == 2  # one episode an env has finished: not [] against []
+    for d in saved["opts"].values():
+        assert d["t"] > 0 and np.any(d["m"] != 0) and np.any(d["v"] > 0)
+    fresh = [g.bit_generator.state for g in np.random.default_rng(cfg.seed).spawn(3)]
+    assert all(state not in fresh for state in saved["rngs"].values())
+    assert saved["extra"]["obs_norm"]["count"] > 0 and saved["extra"]["rew_scale"]["count"] > 0
 
     captured = {}
     real_restore = ppo.restore
@@ -626,7 +635,7 @@ def test_checkpoint_restores_every_field_of_the_training_state(monkeypatch, tmp_
 
     spy(monkeypatch, ppo, "collect", before=at_first_collect)
     betas = spy(monkeypatch, ppo, "ppo_kl_loss")
-    more = ppo.PPOConfig(**{**cfg.__dict__, "total_steps": 4 * 128})
+    more = ppo.PPOConfig(**{**cfg.__dict__, "total_steps": 5 * 128})
     res = ppo.train(more, resume=load_checkpoint(tmp_path / "checkpoint.npz"))
     got = captured["state"]
     assert res.history[0]["epoch"] == saved["epoch"] + 1
