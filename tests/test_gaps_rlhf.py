@@ -76,6 +76,27 @@ def test_group_advantages_group_the_rows_in_blocks(form, k):
                                rtol=1e-12, atol=1e-13)
 
 
+def test_kl_token_estimates_by_hand_and_their_gradients():
+    """(RLX.7) at values worked by hand: log pi = log 0.5, log pi_ref = log 0.25 (rho = 1/2)
+    gives k1 = log 2, k2 = (log 2)^2 / 2, k3 = (1/2 - 1) + log 2; and the gradients d k / d logp
+    against central differences of kl_tokens. test_rlhf_exact checks E[k1] = E[k3] = KL only, which
+    any k3 + c (rho - 1) passes (E[rho] = 1). Planted: k3 = 2 (rho - 1) - log rho (caught: the
+    expectation test passes it); dk3/dlogp = 1 - 1/rho (caught)."""
+    from pgnumpy.rlhf.finetune import kl_tokens, kl_tokens_grad
+
+    lp, lq = np.log([0.5, 0.9, 0.1]), np.log([0.25, 0.3, 0.6])
+    ln2 = math.log(2)
+    assert kl_tokens(lp[:1], lq[:1], "k1")[0] == pytest.approx(ln2, rel=1e-15)
+    assert kl_tokens(lp[:1], lq[:1], "k2")[0] == pytest.approx(ln2**2 / 2, rel=1e-15)
+    assert kl_tokens(lp[:1], lq[:1], "k3")[0] == pytest.approx(-0.5 + ln2, rel=1e-14)
+    rho = np.exp(lq - lp)
+    np.testing.assert_allclose(kl_tokens(lp, lq, "k3"), rho - 1 - np.log(rho), rtol=1e-13)
+    h = 1e-6
+    for kind in ("k1", "k2", "k3"):
+        fd = (kl_tokens(lp + h, lq, kind) - kl_tokens(lp - h, lq, kind)) / (2 * h)
+        np.testing.assert_allclose(kl_tokens_grad(lp, lq, kind), fd, rtol=1e-8, atol=1e-10)
+
+
 # ---- class 2: a path no test drives: collect and update with every estimator and penalty ----
 
 def tiny_world(seed=3):
