@@ -209,6 +209,31 @@ def test_update_steps_along_the_gradient_of_the_written_out_loss(form, kl_penalt
     pi.params[:] = theta
 
 
+def test_preference_pairs_label_by_the_raters_law():
+    """(RLHF.7) on 4,000 pairs from a random LM, no test drove preference_pairs directly (the
+    temperature was no test's argument): p is the rater's probability of the label it gave,
+    sigmoid((gold(y_w) - gold(y_l)) / tau), computed here from the returned sentences; and the
+    number of pairs whose winner has the higher gold is within 4 standard errors of its
+    expectation sum_i sigmoid(|gap_i| / tau) (a sum of independent Bernoullis: variance
+    sum p (1 - p)). Planted: tau ignored (caught); the labels drawn the wrong way round,
+    rng.random(n) > p_a (caught)."""
+    from pgnumpy.rlhf.grammar import Grammar, gold_reward
+    from pgnumpy.rlhf.reward_model import preference_pairs
+
+    g, lm = Grammar(), WORLD[0]
+    tau = 0.7
+    d = preference_pairs(lm, g, 4000, tau, np.random.default_rng(3), 6)
+    gw, gl = gold_reward(d["y_w"], g), gold_reward(d["y_l"], g)
+    np.testing.assert_allclose(d["p"], 1 / (1 + np.exp(-(gw - gl) / tau)), rtol=1e-12)
+    gap = np.abs(gw - gl)
+    live = gap > 0
+    assert live.sum() > 1000 and len(np.unique(gap[live])) > 3
+    q = 1 / (1 + np.exp(-gap[live] / tau))
+    higher_won = (gw > gl)[live].sum()
+    se = np.sqrt((q * (1 - q)).sum())
+    assert abs(higher_won - q.sum()) < 4 * se, (higher_won, q.sum(), se)
+
+
 # ---- the combinations RLConfig refuses ----------------------------------------------------
 
 @pytest.mark.parametrize("kw, message", [
