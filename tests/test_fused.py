@@ -256,10 +256,23 @@ def test_ppo_iterations_fused_equal_reference_in_float64(monkeypatch, case):
 
 def test_ppo_default_run_fused_is_the_reference_run_within_float32(monkeypatch):
     """The default float32 training: the first iteration's rollout is the same (same init, same
-    actions), and its losses agree within F32_TOL relative; the Adam step count and lr agree."""
+    actions), and its losses agree within F32_TOL relative; the Adam step count and lr agree
+    (both optimisers' t and lr at the end: issue 23, they were not compared; planted: the
+    fused unpack writing back t - 1, caught)."""
     kw = dict(total_steps=2 * 512)
+    adams, real_adam = [], ppo.Adam
+
+    class RecordedAdam(real_adam):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            adams.append(self)
+
+    monkeypatch.setattr(ppo, "Adam", RecordedAdam)
     ref = run_ppo(monkeypatch, False, np.float32, **kw)
     fast = run_ppo(monkeypatch, True, np.float32, **kw)
+    assert len(adams) == 4
+    for a, b in zip(adams[:2], adams[2:]):
+        assert a.t == b.t == 2 * 4 * 4 and a.lr == b.lr  # 2 iterations of 4 x 4 steps
     ra, rb = ref.history[0], fast.history[0]
     for k in ("env_steps", "episodes", "ep_return_mean", "lr"):
         assert ra[k] == rb[k], k
