@@ -258,7 +258,7 @@ def test_ppo_default_run_fused_is_the_reference_run_within_float32(monkeypatch):
     """The default float32 training: the first iteration's rollout is the same (same init, same
     actions), and its losses agree within F32_TOL relative; the Adam step count and lr agree
     (both optimisers' t and lr at the end: issue 23, they were not compared; planted: the
-    fused unpack writing back t - 1, caught)."""
+    fused unpack writing back t - 1, caught here and by the float64 test)."""
     kw = dict(total_steps=2 * 512)
     adams, real_adam = [], ppo.Adam
 
