@@ -303,3 +303,25 @@ def test_adaptive_beta_follows_each_iterations_kl(monkeypatch):
         beta = beta * (1 + float(np.clip(kl / 0.05 - 1, -0.2, 0.2)) * 8 / 20)
     assert inside >= 1
     assert len({r["beta"] for r in rows}) == len(rows)  # moved every iteration
+
+
+def test_pretraining_lr_decays_linearly_step_by_step(monkeypatch):
+    """The language model's pretraining schedule (pgnumpy/rlhf/lm.py::pretrain): step s of S
+    (1-based) takes lr0 (1 - (s - 1) / S), from lr0 at the first step to lr0 / S at the last; no
+    test looked at it. Planted: lr0 (1 - s / S) (the last step at lr 0; caught); the decay
+    dropped (caught)."""
+    from pgnumpy.rlhf import lm as lm_mod
+    from pgnumpy.rlhf.grammar import Grammar
+
+    lrs = []
+
+    class Recorded(Adam):
+        def step(self, grad):
+            lrs.append(self.lr)
+            super().step(grad)
+
+    monkeypatch.setattr(lm_mod, "Adam", Recorded)
+    cfg = lm_mod.LMConfig(context=2, d_embed=4, hidden=(8,), corpus=50, heldout=20, steps=7,
+                          batch=16, lr=0.01, eval_every=7)
+    lm_mod.pretrain(cfg, Grammar(), np.random.default_rng(0))
+    assert lrs == pytest.approx([0.01 * (1 - (s - 1) / 7) for s in range(1, 8)], rel=1e-15)
