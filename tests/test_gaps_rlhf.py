@@ -244,11 +244,12 @@ def test_preference_pairs_label_by_the_raters_law():
     (dict(estimator="grpo", batch=10, group=4), "rl.batch (10) must be a multiple of rl.group"),
     (dict(estimator="reinforce"), "rl.estimator must be one of ppo, rloo"),
     (dict(estimator="rloo", kl_penalty="k2"), "rl.kl_penalty must be one of reward, k3_loss"),
+    (dict(adaptive=True, beta=0.0), "rl.adaptive starts from rl.beta and multiplies it"),
 ])
 def test_rlconfig_refuses_combinations_collect_would_ignore(kw, message):
-    """Before, RLConfig took these and collect ignored them (ppo with k3_loss: no k3 term;
-    group with ppo) or broke later (a KeyError, a reshape error). Planted: the check removed
-    from RLConfig.__post_init__ (caught)."""
+    """Before, RLConfig took these and training ignored them (ppo with k3_loss: no k3 term;
+    group with ppo; the controller from beta 0, which stays 0) or broke later (a KeyError, a
+    reshape error). Planted: the check removed from RLConfig.__post_init__ (caught)."""
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         RLConfig(**kw)
 
@@ -258,6 +259,7 @@ def test_rlconfig_refuses_combinations_collect_would_ignore(kw, message):
     (["--group", "8"], "--group is the group estimators' group size; ppo has none"),
     (["--kl-target", "3"], "--kl-target is the adaptive controller's target"),
     (["--estimator", "ppo", "--kl-penalty", "k3_loss"], "goes with a group estimator"),
+    (["--adaptive", "--beta", "0"], "beta 0 would stay 0"),
 ])
 def test_cli_refuses_flags_the_run_would_ignore(argv, message, capsys):
     """One line, exit 2: a flag that the final config would ignore. Planted: the CLI's --group

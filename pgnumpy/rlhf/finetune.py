@@ -90,17 +90,18 @@ class RLConfig:
     kl_penalty: str = "reward"
 
     def __post_init__(self):
-        check_estimator(self)
+        check_combinations(self)
 
 
 ESTIMATORS = ("ppo", "rloo", "grpo", "grpo_nostd", "dr_grpo")
 KL_PENALTIES = ("reward", "k3_loss")
 
 
-def check_estimator(cfg: RLConfig) -> None:
-    """Refuse (UserError, one line) an estimator combination collect would ignore or break on:
-    a group size that cannot split the batch, or a k3 loss term with ppo, which puts the KL in
-    the reward. group is checked with ppo too (it only goes unused there): 0 is no group size."""
+def check_combinations(cfg: RLConfig) -> None:
+    """Refuse (UserError, one line) a combination training would ignore or break on: a group
+    size that cannot split the batch, a k3 loss term with ppo (which puts the KL in the reward),
+    the adaptive controller from beta = 0 (it multiplies beta: 0 stays 0). group is checked
+    with ppo too (it only goes unused there): 0 is no group size."""
     check_choice("rl.estimator", cfg.estimator, ESTIMATORS)
     check_choice("rl.kl_penalty", cfg.kl_penalty, KL_PENALTIES)
     check_int("rl.group", cfg.group, lo=2)
@@ -111,6 +112,9 @@ def check_estimator(cfg: RLConfig) -> None:
     elif isinstance(cfg.batch, int) and cfg.batch % cfg.group:
         raise UserError(f"rl.batch ({cfg.batch}) must be a multiple of rl.group ({cfg.group}): "
                         f"the batch is split into groups")
+    if cfg.adaptive is True and cfg.beta == 0:
+        raise UserError("rl.adaptive starts from rl.beta and multiplies it (RLHF.14): beta 0 "
+                        "would stay 0; give --beta > 0 or drop --adaptive")
 
 
 def kl_tokens(logp: np.ndarray, logp_ref: np.ndarray, kind: str = "k1") -> np.ndarray:
