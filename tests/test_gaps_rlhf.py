@@ -147,6 +147,8 @@ def test_collect_hands_on_the_group_forms_R_and_token_weights(form, kl_penalty):
     per = sentences(b)
     lengths = [T for T, *_ in per]
     assert len(set(lengths)) > 1  # sentences of several lengths: the length norm is seen
+    ended = (b.y == EOS).any(axis=1)
+    assert ended.any() and not ended.all()  # ended at <eos> and cut at the cap, both weighted
     R = [s - (0.3 * sum(a - c for a, c in zip(lp, lq)) if kl_penalty == "reward" else 0.0)
          for _, lp, lq, s in per]
     A = group_adv_ref(R, 3, form)
