@@ -598,6 +598,7 @@ def test_checkpoint_restores_every_field_of_the_training_state(monkeypatch, tmp_
             opts={n: o.state_dict() for n, o in state["opts"].items()},
             rngs={n: copy.deepcopy(g.bit_generator.state) for n, g in state["rngs"].items()},
             returns=list(state["runner"].episode_returns), steps=state["runner"].env_steps,
+            lengths=list(state["runner"].episode_lengths), wall_s=state["wall_s"],
             extra=copy.deepcopy(state["extra"]), epoch=epoch)
 
     cfg = ppo.PPOConfig(env_id="Pendulum-v1", variant="kl", norm_obs=True, norm_rew=True,
@@ -617,7 +618,9 @@ def test_checkpoint_restores_every_field_of_the_training_state(monkeypatch, tmp_
 
     def restore(ckpt, **objs):
         captured.update(objs)
-        return real_restore(ckpt, **objs)
+        out = real_restore(ckpt, **objs)
+        captured["first_wall"] = out
+        return out
 
     monkeypatch.setattr(ppo, "restore", restore)
     norms, scales = registry(monkeypatch, ppo, "ObsNorm"), registry(monkeypatch, ppo, "RewScale")
@@ -630,6 +633,7 @@ def test_checkpoint_restores_every_field_of_the_training_state(monkeypatch, tmp_
                 rngs={n: copy.deepcopy(g.bit_generator.state)
                       for n, g in captured["rngs"].items()},
                 returns=list(captured["runner"].episode_returns),
+                lengths=list(captured["runner"].episode_lengths),
                 steps=captured["runner"].env_steps, obs_norm=norms[0].state(),
                 rew_scale=scales[0].state())
 
@@ -646,6 +650,8 @@ def test_checkpoint_restores_every_field_of_the_training_state(monkeypatch, tmp_
             np.testing.assert_array_equal(got["opts"][n][key], d[key])
     assert got["rngs"] == saved["rngs"]
     assert got["returns"] == saved["returns"] and got["steps"] == saved["steps"]
+    assert got["lengths"] == saved["lengths"] == [200, 200]
+    assert captured["first_wall"] == (saved["epoch"] + 1, pytest.approx(saved["wall_s"]))
     assert got["obs_norm"] == saved["extra"]["obs_norm"]
     assert got["rew_scale"] == saved["extra"]["rew_scale"]
     assert betas[0][0][4] == saved["extra"]["beta"]
