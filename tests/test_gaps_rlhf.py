@@ -329,3 +329,23 @@ def test_pretraining_lr_decays_linearly_step_by_step(monkeypatch):
                           batch=16, lr=0.01, eval_every=7)
     lm_mod.pretrain(cfg, Grammar(), np.random.default_rng(0))
     assert lrs == pytest.approx([0.01 * (1 - (s - 1) / 7) for s in range(1, 8)], rel=1e-15)
+
+
+def test_a_config_file_with_an_ignored_combination_is_one_line(tmp_path, capsys):
+    """--config with an rl section RLConfig refuses (ppo with group 0, written by hand):
+    RLHFConfig.from_dict builds RLConfig, whose check gives the one line, exit 2, before any
+    stage runs. Planted: the check removed from RLConfig.__post_init__ (the file was then
+    accepted; caught)."""
+    import json
+
+    from pgnumpy.rlhf.__main__ import main
+    from pgnumpy.rlhf.pipeline import RLHFConfig
+
+    d = RLHFConfig().to_dict()
+    d["rl"].update(estimator="ppo", group=0)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(d))
+    assert main(["--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: rl.group must be an integer >= 2, got 0\n"
+    assert not (tmp_path / "run").exists()
