@@ -62,14 +62,14 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
     p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=S,
                    help="Ziegler et al.'s adaptive KL controller for the main run (off)")
     p.add_argument("--kl-target", type=float, default=S,
-                   help="the controller's target, nats per sentence")
+                   help="the controller's target, nats per sentence (with --adaptive only)")
     p.add_argument("--rl-iterations", type=int, default=S, help="PPO iterations per RL run")
     p.add_argument("--estimator", default=S,
                    choices=ESTIMATORS,
                    help="the advantage fed to PPO-clip: GAE + critic (ppo), or a group form "
                         "(derivations/13-rlhf-exact.md) (ppo)")
     p.add_argument("--group", type=int, default=S,
-                   help="sentences per group for the group estimators (4)")
+                   help="sentences per group for the group estimators (4; refused with ppo)")
     p.add_argument("--kl-penalty", default=S, choices=KL_PENALTIES,
                    help="KL as k1 in the reward, or GRPO's k3 term in the loss (reward)")
     p.add_argument("--sweep-betas", type=_floats, default=S,
