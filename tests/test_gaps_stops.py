@@ -44,3 +44,61 @@ def test_a_run_stops_after_the_first_epoch_that_reaches_target_return(algo):
         assert {n: v for n, v in a.items() if n != "wall_s"} == pytest.approx(
             {n: v for n, v in b.items() if n != "wall_s"}, nan_ok=True)
     assert np.isfinite(means[k])
+
+
+def test_trpo_lands_on_the_first_backtrack_inside_the_region_that_improves(monkeypatch):
+    """Each TRPO iteration's new parameters, replayed independently: with s the natural step
+    natural_step returned and A, logp_old what the surrogate got at theta_old, try
+    theta_j = theta_old + c^j s for j = 0, 1, ... with c = backtrack_coef and take the first j
+    whose mean KL(pi_old || pi_j) over the batch's states (recomputed here from frozen copies
+    of the two distributions) is <= delta and whose mean r A exceeds mean A; none in
+    backtrack_iters tries: theta_old. The run must show stops at j = 0 and at j > 0, or the
+    check says nothing (with damping 0.005 the full step overshoots in some iterations: seen
+    j = 0, 0, 1, 0, 0, 0, 0, 0). Planted: train passing
+    delta / 2 to the line search (caught; test_trpo's trust-region test lets it through);
+    train passing backtrack_coef ** 2 (caught)."""
+    from test_trpo import frozen_dist
+
+    made, steps, surrs, thetas = [], [], [], []
+    real_make, real_step, real_surr = trpo.make_policy, trpo.natural_step, trpo.surrogate
+    monkeypatch.setattr(trpo, "make_policy",
+                        lambda *a, **k: made.append(real_make(*a, **k)) or made[-1])
+
+    def natural_step(*a):
+        out = real_step(*a)
+        steps.append((out[0].copy(), made[0].params.copy()))
+        return out
+
+    def surrogate(logp, logp_old, adv):
+        if len(surrs) < len(steps) + 1 and np.array_equal(logp, logp_old):  # at theta_old
+            surrs.append((logp_old.copy(), adv.copy()))
+        return real_surr(logp, logp_old, adv)
+
+    monkeypatch.setattr(trpo, "natural_step", natural_step)
+    monkeypatch.setattr(trpo, "surrogate", surrogate)
+    batches, real_collect = [], trpo.collect
+    monkeypatch.setattr(trpo, "collect", lambda *a, **k: batches.append(real_collect(*a, **k))
+                        or batches[-1])
+    cfg = trpo.TRPOConfig(num_envs=2, steps_per_env=256, total_steps=8 * 512, delta=0.02,
+                          damping=0.005, backtrack_coef=0.6, backtrack_iters=6,
+                          target_return=float("inf"), hidden=(16,))
+    res = trpo.train(cfg, on_epoch=lambda e, s: thetas.append(s["nets"]["policy"].params.copy()))
+    pol = res.policy
+    assert len(steps) == len(surrs) == len(thetas) == len(res.history) == 8
+    landed = []
+    for b, (s, theta_old), (logp_old, adv), after in zip(batches, steps, surrs, thetas):
+        obs, act = b.obs[b.valid], b.act[b.valid]
+        pol.params[:] = theta_old
+        old = frozen_dist(pol, obs)
+        want = theta_old
+        for j in range(cfg.backtrack_iters):
+            pol.params[:] = theta_old + 0.6**j * s
+            new = frozen_dist(pol, obs)
+            kl = float(old.kl(new).mean())
+            surr = float(np.mean(np.exp(new.log_prob(act) - logp_old) * adv))
+            if kl <= 0.02 and surr > float(np.mean(adv)):
+                want = theta_old + 0.6**j * s
+                landed.append(j)
+                break
+        np.testing.assert_allclose(after, want, rtol=0, atol=1e-12)
+    assert 0 in landed and any(j > 0 for j in landed)
