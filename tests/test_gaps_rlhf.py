@@ -236,6 +236,58 @@ def test_preference_pairs_label_by_the_raters_law():
     assert abs(higher_won - q.sum()) < 4 * se, (higher_won, q.sum(), se)
 
 
+def first_update_grads(b, cfg):
+    """The gradients update() hands the two Adams at its first step, from fresh copies of
+    WORLD's networks (the policy moved off pi_ref so that the ratio is not 1)."""
+    pi, vf = WORLD[0].clone(), WORLD[2].clone()
+    pi.params[:] += np.random.default_rng(9).normal(0, 0.05, pi.params.shape)
+    grads = {}
+
+    class Recorded(Adam):
+        def step(self, grad):
+            grads[self.params is pi.params] = grad.copy()
+            super().step(grad)
+
+    update(pi, vf, Recorded(pi.params, lr=1e-3), Recorded(vf.params, lr=1e-3), b, cfg,
+           np.random.default_rng(0))
+    return pi, vf, grads[True], grads[False]
+
+
+def test_update_with_ppo_steps_both_networks_along_their_written_out_losses():
+    """estimator "ppo": no test drove finetune.update itself. Its first step (one minibatch
+    holding every token) gives the policy's Adam the gradient of PPO-clip's
+    -(1/n) sum min(r A, clip(r) A) with the batch's whitened GAE advantages, and the value net's
+    the gradient of (1/2n) sum (V(s_t) - ret_t)^2 (VAL.1), both by central differences in
+    float64 along random directions; with max_grad_norm 1e-3, each of the two gradients is
+    scaled to norm 1e-3 on its own (CLIP.1). Planted: the value regression on adv instead of
+    the value targets (caught); the policy gradient clipped by the two networks' joint norm
+    (caught)."""
+    pi0, ref, vf0, rm = WORLD
+    kw = dict(batch=12, max_len=5, beta=0.3, update_epochs=1, minibatches=1)
+    b = collect(pi0, ref, vf0, rm, 0.3, RLConfig(**kw), np.random.default_rng(5))
+    pi, vf, g_pi, g_v = first_update_grads(b, RLConfig(**kw, max_grad_norm=1e6))
+    pi_start = pi0.params + np.random.default_rng(9).normal(0, 0.05, pi.params.shape)
+
+    def pi_loss(p):
+        pi.params[:] = p
+        r = np.exp(pi.dist(b.ctx)[0].log_prob(b.act) - b.logp_old)
+        return -np.mean(np.minimum(r * b.adv, np.clip(r, 0.8, 1.2) * b.adv))
+
+    def v_loss(p):
+        vf.params[:] = p
+        return 0.5 * np.mean((vf(b.ctx)[:, 0] - b.ret) ** 2)
+
+    h = 1e-6
+    for g, loss, x in ((g_pi, pi_loss, pi_start), (g_v, v_loss, vf0.params.copy())):
+        for u in np.random.default_rng(1).normal(size=(3, len(x))):
+            fd = (loss(x + h * u) - loss(x - h * u)) / (2 * h)
+            assert g @ u == pytest.approx(fd, rel=1e-6, abs=1e-9)
+    _, _, c_pi, c_v = first_update_grads(b, RLConfig(**kw, max_grad_norm=1e-3))
+    assert np.linalg.norm(g_pi) > 1e-2 and np.linalg.norm(g_v) > 1e-2  # the clip acts
+    np.testing.assert_allclose(c_pi, g_pi * 1e-3 / np.linalg.norm(g_pi), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(c_v, g_v * 1e-3 / np.linalg.norm(g_v), rtol=1e-9, atol=1e-15)
+
+
 # ---- the combinations RLConfig refuses ----------------------------------------------------
 
 @pytest.mark.parametrize("kw, message", [
