@@ -260,8 +260,8 @@ def test_update_with_ppo_steps_both_networks_along_their_written_out_losses():
     the gradient of (1/2n) sum (V(s_t) - ret_t)^2 (VAL.1), both by central differences in
     float64 along random directions; with max_grad_norm 1e-3, each of the two gradients is
     scaled to norm 1e-3 on its own (CLIP.1). Planted: the value regression on adv instead of
-    the value targets (caught); the policy gradient clipped by the two networks' joint norm
-    (caught)."""
+    the value targets (caught; the rest of the suite passed it); the policy gradient clipped
+    to a length other than max_grad_norm (caught)."""
     pi0, ref, vf0, rm = WORLD
     kw = dict(batch=12, max_len=5, beta=0.3, update_epochs=1, minibatches=1)
     b = collect(pi0, ref, vf0, rm, 0.3, RLConfig(**kw), np.random.default_rng(5))
