@@ -16,8 +16,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from pgnumpy.algos import load_checkpoint
 from pgnumpy.algos.common import TrainResult
-from pgnumpy.checkpoint import check_obs_norm_dim, load_checkpoint
+from pgnumpy.checkpoint import check_obs_norm_dim
 from pgnumpy.errors import UserError
 from pgnumpy.logger import Logger
 from pgnumpy.normalize import ObsNorm

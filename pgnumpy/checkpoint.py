@@ -25,6 +25,7 @@ import math
 import os
 import struct
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -150,8 +151,10 @@ def _one_line(x, limit: int = 120) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
+def load_checkpoint(path: str | Path, configs: Mapping[str, type]) -> Checkpoint:
     """Read a checkpoint fully into memory, or raise UserError saying why it can't be used.
+    `configs`: the config class of each algorithm by name (pgnumpy.algos.CONFIGS), which builds
+    the saved config and so checks every hyperparameter.
 
     Returns a flat dict: config, epoch, wall_s, env_steps, rngs, extra, episode_returns,
     episode_lengths, net/NAME, and opt/NAME/{m, v, t, lr} for every network and optimizer."""
@@ -170,7 +173,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if meta.get("format") != FORMAT:
         raise UserError(f"{path} is not a pgnumpy checkpoint (expected format {FORMAT})")
     try:
-        ckpt = _validate(meta, raw)
+        ckpt = _validate(meta, raw, configs)
     except KeyError as e:
         raise UserError(f"{path} is not a readable checkpoint (missing or bad field {e})") from None
     except _Bad as e:
@@ -286,7 +289,7 @@ def _expect(ok: bool, field: str, what: str, got) -> None:
         raise _Bad(f"{field!r}: expected {what}, got {_one_line(repr(got), 60)}")
 
 
-def _validate(meta: dict, raw: dict[str, np.ndarray]) -> Checkpoint:
+def _validate(meta: dict, raw: dict[str, np.ndarray], configs: Mapping[str, type]) -> Checkpoint:
     """Every field's type, shape, dtype and range (what is known without the built networks)."""
     for key in ("config", "epoch", "wall_s", "env_steps", "rngs", "extra", "opt_scalars"):
         meta[key]  # noqa: B018 -- a KeyError names the missing field
@@ -295,7 +298,7 @@ def _validate(meta: dict, raw: dict[str, np.ndarray]) -> Checkpoint:
     _expect(_is_int(meta["epoch"]), "epoch", "an integer >= 0", meta["epoch"])
     _expect(_is_int(meta["env_steps"]), "env_steps", "an integer >= 0", meta["env_steps"])
     _expect(_is_num(meta["wall_s"], 0), "wall_s", "a finite number >= 0", meta["wall_s"])
-    cfg = _check_config(meta["config"])
+    cfg = _check_config(meta["config"], configs)
     rngs = meta["rngs"]
     _expect(isinstance(rngs, dict), "rngs", "a dict of generator states", rngs)
     for name, state in rngs.items():
@@ -351,17 +354,16 @@ def _validate(meta: dict, raw: dict[str, np.ndarray]) -> Checkpoint:
     return ckpt
 
 
-def _check_config(config):
+def _check_config(config, configs: Mapping[str, type]):
     """The config must build its algorithm's config class (every hyperparameter's range checked
     there) and say what the extras are for; returns the built config."""
     _expect(isinstance(config, dict) and all(isinstance(k, str) for k in config), "config",
             "a dict of hyperparameters", config)
-    from pgnumpy.algos import ALGOS  # here: the algorithms import this module
-
     rest = dict(config)
     algo = rest.pop("algo", None)
-    _expect(isinstance(algo, str) and algo in ALGOS, "config/algo", f"one of {list(ALGOS)}", algo)
-    cls = ALGOS[algo][0]
+    _expect(isinstance(algo, str) and algo in configs, "config/algo", f"one of {list(configs)}",
+            algo)
+    cls = configs[algo]
     _expect(isinstance(rest.get("env_id", ""), str), "config/env_id", "a string",
             rest.get("env_id"))
     for f in dataclasses.fields(cls):  # the config classes leave their flags' types unchecked

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from pgnumpy.errors import UserError
-from pgnumpy.fileio import atomic_write, deferred_sigint
+from pgnumpy.fileio import atomic_write, deferred_sigint, open_nofollow
 
 
 class Logger:
@@ -61,7 +61,7 @@ class Logger:
             line = _table(None, [row], self._keys)
             with deferred_sigint():
                 if self._file is None:
-                    self._file = open(self.csv_path, "a", newline="")  # noqa: SIM115
+                    self._file = open_nofollow(self.csv_path, "a")
                 self._file.write(line)
                 self._file.flush()
         if not self.quiet:

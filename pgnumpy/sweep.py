@@ -242,7 +242,7 @@ def run_trial(algo: str, config: dict, run_dir: str, sweep_id: str) -> dict:
     so does a Ctrl-C that reaches the worker. Any other error is a failed record, never a crash."""
     import socket
 
-    from pgnumpy.checkpoint import load_checkpoint
+    from pgnumpy.algos import load_checkpoint
     from pgnumpy.logger import read_progress
     from pgnumpy.train import StopRun, check_config_json, run
 

@@ -38,24 +38,24 @@ import time  # noqa: E402
 import typing  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from pgnumpy.algos import ALGOS  # noqa: E402
+from pgnumpy import rundir  # noqa: E402
+from pgnumpy.algos import ALGOS, load_checkpoint  # noqa: E402
+from pgnumpy.algos.common import recent_mean  # noqa: E402
 from pgnumpy.checkpoint import (  # noqa: E402
-    load_checkpoint,
     snapshot,
     snapshot_arrays,
     write_checkpoint,
 )
 from pgnumpy.errors import UserError  # noqa: E402
-from pgnumpy.fileio import atomic_write  # noqa: E402
-from pgnumpy.logger import Logger  # noqa: E402
-from pgnumpy.rollout import check_run_env  # noqa: E402
+from pgnumpy.fileio import atomic_write, check_no_symlink  # noqa: E402
+from pgnumpy.logger import Logger, read_progress  # noqa: E402
+from pgnumpy.rollout import check_run_env, env_spec  # noqa: E402
 
 DEFAULT_ALGO = "ppo"  # the fastest reliable configuration on CartPole-v1 (README)
 FLAG_NAMES = {"env_id": "env"}  # config field -> CLI flag, where they differ
 
 
 _Parser = cli.ArgumentParser
-RUN_FILES = ("config.json", "progress.csv", "checkpoint.npz")
 
 
 def build_parser(algo: str) -> argparse.ArgumentParser:
@@ -193,19 +193,63 @@ class Checkpointer:
             self.written_at = time.monotonic()
 
 
-def prepare_out(out: Path) -> None:
-    """Make a fresh run directory, refusing to overwrite a run or to write where it cannot."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory for the run")
-    if out.is_dir() and any((out / f).exists() for f in RUN_FILES):
+BUDGET_FLAGS = {"total_steps": "--total-steps", "epochs": "--epochs",
+                "target_return": "--target-return"}  # what --resume may change: how long to go
+
+
+def holds_legacy_run(path: Path) -> bool:
+    """A run directory a pgnumpy older than the run marker wrote: a config.json naming one of our
+    algorithms, or a checkpoint.npz that reads as ours (read as JSON and npz without pickle:
+    nothing in the directory is executed)."""
+    try:
+        saved = json.loads((path / "config.json").read_text())
+        return isinstance(saved, dict) and saved.get("algo") in ALGOS
+    except (OSError, ValueError):
+        pass
+    try:
+        load_checkpoint(path)
+    except UserError as e:  # damaged, but a pgnumpy checkpoint: resume says what is wrong
+        return "checkpoint" in str(e) and (path / "checkpoint.npz").is_file()
+    return True
+
+
+def claim_run(out: Path) -> rundir.RunDir:
+    """Claim `out` for a training run (pgnumpy/rundir.py): ours, or refused in one line; locked."""
+    return rundir.claim(out, "train", adopt=holds_legacy_run, what="run")
+
+
+def start_fresh(out: Path, config: dict) -> None:
+    """Write a new run's config.json into the claimed `out`. A directory that holds a checkpoint
+    holds a run, which is never overwritten; one with config.json but no checkpoint is a start
+    that ended before its first epoch (Ctrl-C, an unknown env, the memory check): nothing of it
+    can be lost, so it starts over."""
+    refuse_a_run(out)
+    check_run_files(out)
+    progress = out / "progress.csv"
+    check_no_symlink(progress)
+    progress.unlink(missing_ok=True)  # a row or two of a start that never reached its checkpoint
+    atomic_write(out / "config.json", json.dumps(config, indent=2) + "\n")
+
+
+def refuse_a_run(out: Path) -> None:
+    if (out / "checkpoint.npz").exists():
         raise UserError(f"{out} already holds a run: continue it with --resume {out}, or give "
                         "another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the run directory {out}: {e.strerror}") from None
-    if not os.access(out, os.W_OK):
-        raise UserError(f"cannot write to the run directory {out}: permission denied")
+
+
+def check_run_files(out: Path) -> None:
+    """Refuse, before anything is read or written, a run file (or its temp file) that is a
+    symlink: pgnumpy writes only real files inside the run directory (pgnumpy/fileio.py)."""
+    for name in ("config.json", "progress.csv", "checkpoint.npz", "learning_curve.png"):
+        check_no_symlink(out / name)
+        check_no_symlink(out / f"{name}.tmp")
+
+
+def budget_epochs(cfg) -> int:
+    """The number of epochs (iterations) a config's budget runs, as each algorithm counts them."""
+    if hasattr(cfg, "epochs"):
+        return cfg.epochs
+    return max(1, cfg.total_steps // (cfg.num_envs * cfg.steps_per_env))
 
 
 class StopRun(Exception):
@@ -213,17 +257,31 @@ class StopRun(Exception):
 
 
 def run(algo: str, cfg, out: Path, quiet: bool = False, resume: dict | None = None,
-        should_stop=None, plot: bool = False):
+        should_stop=None, plot: bool = False, run_dir: rundir.RunDir | None = None):
     """Train `cfg` with `algo`, writing the run directory `out` (and learning_curve.png if
-    `plot`); returns the TrainResult.
+    `plot`); returns the TrainResult. `out` is claimed and locked for the run (rundir.claim),
+    unless the caller already holds `run_dir`.
 
     should_stop: called after each epoch's checkpoint; True stops the run there (StopRun), so
     that a run stopped from outside loses nothing and continues with --resume."""
     cfg.validate()
-    if resume is None:
-        prepare_out(out)
+    own = run_dir is None
+    if own:
+        if resume is None:
+            refuse_a_run(out)  # before the claim, so that a refusal touches nothing
+        run_dir = claim_run(out)
+    try:
+        return _run(algo, cfg, out, quiet, resume, should_stop, plot)
+    finally:
+        if own:
+            run_dir.release()
+
+
+def _run(algo, cfg, out, quiet, resume, should_stop, plot):
     config = {"algo": algo, **dataclasses.asdict(cfg)}
     if resume is None:
+        start_fresh(out, config)
+    elif json.loads(json.dumps(config)) != resume["config"]:  # --resume extended the budget
         atomic_write(out / "config.json", json.dumps(config, indent=2) + "\n")
     _, train_fn = ALGOS[algo]
     checkpointer = Checkpointer(out / "checkpoint.npz", config, CHECKPOINT_EVERY_S)
@@ -248,14 +306,22 @@ def run(algo: str, cfg, out: Path, quiet: bool = False, resume: dict | None = No
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--resume" in argv:
-        algo, cfg, out, resume, quiet, plot = parse_resume(argv)
-    else:
-        algo, cfg, args = parse_args(argv)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = Path(args.out or f"runs/{algo}-{cfg.env_id}-seed{cfg.seed}-{stamp}")
-        resume, quiet, plot = None, args.quiet, args.plot
+        out = resume_dir(argv)
+        with claim_run(out) as run_dir:  # locked before the checkpoint is read: one process
+            algo, cfg, resume, quiet, plot = parse_resume(argv, out)
+            if resume is not None and (done := nothing_to_do(cfg, resume, out)):
+                print(f"nothing to do: {done}")
+                return 0
+            return _train(algo, cfg, out, resume, quiet, plot, run_dir)
+    algo, cfg, args = parse_args(argv)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out or f"runs/{algo}-{cfg.env_id}-seed{cfg.seed}-{stamp}")
+    return _train(algo, cfg, out, None, args.quiet, args.plot, None)
+
+
+def _train(algo, cfg, out, resume, quiet, plot, run_dir) -> int:
     try:
-        result = run(algo, cfg, out, quiet, resume, plot=plot)
+        result = run(algo, cfg, out, quiet, resume, plot=plot, run_dir=run_dir)
     except (KeyboardInterrupt, Exception) as e:  # also an error raised while handling one (numba)
         if not cli.is_interrupt(e):
             raise
@@ -263,7 +329,8 @@ def _main(argv: list[str] | None) -> int:
             where = (f"; the last completed epoch's checkpoint is in {out}/ (continue with "
                      f"--resume {out})")
         else:
-            where = "; no epoch had completed, so there is no checkpoint to continue from"
+            where = (f"; no epoch had completed, so there is no checkpoint: the same command, or "
+                     f"--resume {out}, starts the run again")
         print(f"\ninterrupted{where}", file=sys.stderr)
         return cli.INTERRUPTED
     if not result.history:
@@ -282,50 +349,128 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
+def nothing_to_do(cfg, resume: dict, out: Path) -> str | None:
+    """Why resuming `cfg` from `resume` would train nothing (its budget spent, or its target
+    return reached), with the flag that extends it; None if there is work left."""
+    done = int(resume["epoch"]) + 1
+    if done >= budget_epochs(cfg):
+        flag = "--epochs" if hasattr(cfg, "epochs") else "--total-steps"
+        return (f"the run in {out}/ has finished its budget ({done} epochs, "
+                f"{int(resume['env_steps'])} env steps); extend it with --resume {out} "
+                f"{flag} N, N larger")
+    returns = resume["episode_returns"]
+    target = cfg.target_return
+    if target is None:
+        spec = env_spec(cfg.env_id)
+        target = float("inf") if spec.reward_threshold is None else float(spec.reward_threshold)
+    if len(returns) and recent_mean(list(returns)) >= target:
+        return (f"the run in {out}/ reached its target return ({recent_mean(list(returns)):.1f} "
+                f">= {target:g}, the mean of the last 100 episodes); train on past it with "
+                f"--resume {out} --target-return inf")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command: every error one line (pgnumpy/cli.py), Ctrl-C exit status 130."""
     return cli.entry(_main, argv)
 
 
-def parse_resume(argv: list[str]):
-    """`--resume RUN_DIR [--quiet]`: continue a run with its saved config."""
+def resume_dir(argv: list[str]) -> Path:
+    """The run directory `--resume` names: one that holds a run (refused in one line if not)."""
+    p = _Parser(prog="python -m pgnumpy.train --resume", add_help=False)
+    p.add_argument("--resume", required=True)
+    out = Path(p.parse_known_args(argv)[0].resume)
+    if not out.is_dir():
+        raise UserError(f"no checkpoint at {out}: no such directory")
+    if not any((out / f).exists() for f in ("checkpoint.npz", "config.json")):
+        raise UserError(f"no checkpoint at {out}: it holds no checkpoint.npz or config.json, so "
+                        "it is not a run directory")
+    check_run_files(out)
+    return out
+
+
+def parse_resume(argv: list[str], out: Path):
+    """`--resume RUN_DIR [--quiet] [--plot] [--total-steps N | --epochs N] [--target-return R]`:
+    continue a run with its saved config, its budget extended by the flags given. A run whose
+    start ended before its first checkpoint starts again from its config.json."""
     p = _Parser(prog="python -m pgnumpy.train --resume")
     p.add_argument("--resume", required=True)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--plot", action="store_true", help="also draw learning_curve.png")
     p.add_argument("--import", dest="import_module", default=None,
                    help="import this module for a run trained on a module:EnvId env")
+    p.add_argument("--total-steps", type=int, default=None, help="a new, larger budget")
+    p.add_argument("--epochs", type=int, default=None, help="a new, larger budget")
+    p.add_argument("--target-return", type=_optional(float), default=argparse.SUPPRESS,
+                   help="a new target return (inf: never stop early)")
     args, rest = p.parse_known_args(argv)
     if rest:
-        raise UserError(f"--resume continues a run with its saved config; drop {' '.join(rest)}")
-    out = Path(args.resume)
-    ckpt = load_checkpoint(out)
-    saved = dict(ckpt["config"])
-    check_config_json(out, saved)
+        raise UserError(f"--resume continues a run with its saved config; drop {' '.join(rest)} "
+                        f"(only {', '.join(BUDGET_FLAGS.values())} may change)")
+    if (out / "checkpoint.npz").exists():
+        ckpt = load_checkpoint(out)
+        saved = dict(ckpt["config"])
+        saved = check_config_json(out, saved)
+    else:  # a start that ended before its first epoch: its config.json is all there is
+        ckpt = None
+        saved = read_config_json(out)
     check_run_env(str(saved.get("env_id")), args.import_module, str(out))
+    if ckpt is not None and (out / "progress.csv").exists():
+        read_progress(out / "progress.csv")  # a damaged file: refused now, not at the first row
     algo = saved.pop("algo", None)
     if algo not in ALGOS:
-        raise UserError(f"checkpoint in {out} names an unknown algorithm {algo!r}")
+        raise UserError(f"{out} names an unknown algorithm {algo!r}")
     cfg_cls, _ = ALGOS[algo]
+    fields = {f.name for f in dataclasses.fields(cfg_cls)}
+    for name, flag in BUDGET_FLAGS.items():
+        value = getattr(args, name, None) if name != "target_return" else vars(args).get(name, ...)
+        if value is None or value is ...:
+            continue
+        if name not in fields:
+            raise UserError(f"{flag}: {algo} has no {name} (its budget is "
+                            f"{'--epochs' if 'epochs' in fields else '--total-steps'})")
+        saved[name] = value
     try:
         cfg = cfg_cls(**saved)
     except TypeError as e:
-        raise UserError(f"checkpoint config in {out} does not fit {algo}: {e}") from None
-    return algo, cfg, out, ckpt, args.quiet, args.plot
+        raise UserError(f"the config in {out} does not fit {algo}: {e}") from None
+    cfg.validate()
+    if ckpt is not None and budget_epochs(cfg) < int(ckpt["epoch"]) + 1 and (
+            args.total_steps is not None or args.epochs is not None):
+        raise UserError(f"the run in {out}/ has already trained {int(ckpt['epoch']) + 1} epochs "
+                        f"({int(ckpt['env_steps'])} env steps): a budget can only grow")
+    return algo, cfg, ckpt, args.quiet, args.plot
 
 
-def check_config_json(run_dir: Path, saved: dict) -> None:
+def read_config_json(out: Path) -> dict:
+    """config.json of a run that never wrote a checkpoint, checked to be a dict naming an algo."""
+    path = out / "config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is damaged ({e}) and {out} holds no checkpoint: start a new run "
+                        "with the same command and another --out") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} is not a pgnumpy config (a JSON object expected)")
+    return saved
+
+
+def check_config_json(run_dir: Path, saved: dict) -> dict:
     """A run continues with its checkpoint's config; a config.json edited by hand would be
-    silently ignored, so it is refused instead, naming the first field that differs."""
+    silently ignored, so it is refused instead, naming the first field that differs. Only the
+    budget (BUDGET_FLAGS) may differ: a --resume that extended it writes config.json first and
+    its checkpoint at its first epoch; config.json's budget is the latest. Returns the config."""
     path = run_dir / "config.json"
     if not path.exists():
-        return
+        return saved
     try:
         on_disk = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"{path} is damaged ({e}); the checkpoint holds the run's config: "
                         "restore config.json or remove it") from None
     saved = json.loads(json.dumps(saved))  # tuples as lists, as they are on disk
+    if isinstance(on_disk, dict):
+        saved |= {k: on_disk[k] for k in BUDGET_FLAGS if k in saved and k in on_disk}
     if isinstance(on_disk, dict) and saved.get("algo") in ALGOS:
         # a field a newer pgnumpy added (fused, say) is absent from an older run's config.json,
         # and holds its default in the checkpoint written since: not an edit
@@ -340,6 +485,7 @@ def check_config_json(run_dir: Path, saved: dict) -> None:
         raise UserError(f"{path} differs from the run's checkpoint ({k}: {got!r} in config.json, "
                         f"{saved.get(k)!r} in the checkpoint); a run continues with the config it "
                         "was trained with: restore config.json, or start a new run")
+    return saved
 
 
 if __name__ == "__main__":

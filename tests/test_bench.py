@@ -77,9 +77,9 @@ def test_compare_with_a_copy_prints_the_table_and_the_ratios(tmp_path, temp, cap
 def test_the_ref_runs_are_the_ref_trees(tmp_path, temp, capsys):
     """A copy whose train.py trains half the budget: its runs, and only its, end at half the
     steps, so the ref's child imported the copy and its measurement is the copy's."""
-    line = "        resume, quiet, plot = None, args.quiet, args.plot\n"
+    line = '    out = Path(args.out or f"runs/{algo}-{cfg.env_id}-seed{cfg.seed}-{stamp}")\n'
     ref = copy_tree(tmp_path / "copy", line,
-                    line + "        cfg.total_steps //= 2  # planted: the ref trains half\n")
+                    line + "    cfg.total_steps //= 2  # planted: the ref trains half\n")
     out = compare_ok(["--compare", str(ref), *TINY], capsys)
     (this,), (theirs,) = runs_of(out, "this"), runs_of(out, "ref")
     assert "not solved in 1000 steps" in this and "not solved in 505 steps" in theirs, out

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgnumpy import checkpoint, fileio
-from pgnumpy.algos import ppo
-from pgnumpy.checkpoint import deferred_sigint, load_checkpoint, save_checkpoint
+from pgnumpy.algos import load_checkpoint, ppo
+from pgnumpy.checkpoint import deferred_sigint, save_checkpoint
 from pgnumpy.errors import UserError
 from pgnumpy.train import main
 
@@ -488,7 +488,7 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_leaves_no_temp_file(
     ck = load_checkpoint(run)
     state = dict(nets={}, opts={}, rngs={}, runner=type("R", (), dict(
         env_steps=7, episode_returns=[], episode_lengths=[]))(), wall_s=0.0)
-    monkeypatch.setattr(fileio, "open", lambda p, mode: _DiskFills(open(p, mode)),
+    monkeypatch.setattr(fileio, "open", lambda p, mode, **kw: _DiskFills(open(p, mode, **kw)),
                         raising=False)
     with pytest.raises(UserError) as e:
         save_checkpoint(run / "checkpoint.npz", config=ck["config"], epoch=9, **state)
@@ -507,7 +507,7 @@ def test_a_full_disk_mid_run_is_one_line_on_the_cli_and_keeps_epoch_1(tmp_path, 
         if not str(p).endswith("checkpoint.npz.tmp"):
             return open(p, mode, **kw)
         writes["n"] += 1
-        return (_DiskFills if writes["n"] == 3 else lambda f: f)(open(p, mode))
+        return (_DiskFills if writes["n"] == 3 else lambda f: f)(open(p, mode, **kw))
 
     monkeypatch.setattr(fileio, "open", fills_at_the_third, raising=False)
     import pgnumpy.train

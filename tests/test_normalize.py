@@ -5,8 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pgnumpy.algos import ppo
-from pgnumpy.checkpoint import load_checkpoint
+from pgnumpy.algos import load_checkpoint, ppo
 from pgnumpy.normalize import ObsNorm, RewScale, merge_moments
 from pgnumpy.train import main
 

@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,11 +18,10 @@ import numpy as np
 import pytest
 
 from pgnumpy import cli
-from pgnumpy.algos import ppo, simple_pg, vpg
+from pgnumpy.algos import load_checkpoint, ppo, simple_pg, vpg
 from pgnumpy.api import Agent, load
 from pgnumpy.api import train as api_train
 from pgnumpy.bench import main as bench_main
-from pgnumpy.checkpoint import load_checkpoint
 from pgnumpy.errors import UserError
 from pgnumpy.evaluate import main as evaluate_main
 from pgnumpy.logger import Logger
@@ -227,7 +227,8 @@ def test_ctrl_c_inside_a_numba_call_and_before_any_checkpoint(error, monkeypatch
                                                              capsys):
     """numba reports a KeyboardInterrupt raised in its call as a SystemError with the interrupt as
     its context (a RuntimeError when its cache step fails the same way); and before the first
-    epoch's checkpoint the message says there is none."""
+    epoch's checkpoint the message says there is none, and how to start again: the same command
+    and --resume both do (issue 22: a start that ended early was refused by both)."""
 
     def interrupted_numba_call(*a, **k):
         try:
@@ -237,9 +238,20 @@ def test_ctrl_c_inside_a_numba_call_and_before_any_checkpoint(error, monkeypatch
             raise error("CPUDispatcher(...) returned a result with an exception set")  # noqa: B904
 
     monkeypatch.setattr(ppo, "collect", interrupted_numba_call)
-    err = one_line(train_main([*TINY, "--out", str(tmp_path / "r")]), capsys, expect=130)
-    assert err == ("interrupted; no epoch had completed, so there is no checkpoint to continue "
-                   "from")
+    run = tmp_path / "r"
+    err = one_line(train_main([*TINY, "--out", str(run)]), capsys, expect=130)
+    assert err == ("interrupted; no epoch had completed, so there is no checkpoint: the same "
+                   f"command, or --resume {run}, starts the run again")
+    assert (run / "config.json").exists() and not (run / "checkpoint.npz").exists()
+    monkeypatch.undo()
+    assert train_main(["--resume", str(run), "--quiet"]) == 0  # from its config.json
+    first = (run / "progress.csv").read_text()
+    shutil.rmtree(run)
+    monkeypatch.setattr(ppo, "collect", interrupted_numba_call)
+    one_line(train_main([*TINY, "--out", str(run)]), capsys, expect=130)
+    monkeypatch.undo()
+    assert train_main([*TINY, "--out", str(run)]) == 0  # the same command starts it over
+    assert _no_wall(first) == _no_wall((run / "progress.csv").read_text())  # the same run
 
 
 @pytest.mark.skipif(os.name != "posix", reason="signals")
@@ -566,3 +578,9 @@ def test_fused_warm_up_holds_ctrl_c_until_every_kernel_is_ready(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fused.warm_up()
     assert ran == ["head", "adam"]
+
+
+def _no_wall(csv_text: str) -> list[list[str]]:
+    rows = [r.split(",") for r in csv_text.splitlines()]
+    w = rows[0].index("wall_s")
+    return [r[:w] + r[w + 1:] for r in rows]

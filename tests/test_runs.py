@@ -11,8 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from pgnumpy.algos import ppo
-from pgnumpy.checkpoint import load_checkpoint
+from pgnumpy.algos import load_checkpoint, ppo
 from pgnumpy.train import main
 
 SMALL = ["--total-steps", "6144", "--num-envs", "8", "--steps-per-env", "64", "--quiet"]

@@ -156,7 +156,7 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes_the_interrupted_one(tm
     short = next((out / "trials").glob("total_steps=1024-*"))
     assert record(short)["status"] == "done"
     assert not (long_run / "trial.json").exists()  # interrupted: not finished, not failed
-    from pgnumpy.checkpoint import load_checkpoint
+    from pgnumpy.algos import load_checkpoint
 
     stopped_at = int(load_checkpoint(long_run)["epoch"])
     before, short_files = progress(long_run), digest(short)

@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from pgnumpy.algos import ppo, simple_pg, vpg
-from pgnumpy.checkpoint import load_checkpoint
+from pgnumpy.algos import load_checkpoint, ppo, simple_pg, vpg
 from pgnumpy.errors import UserError
 from pgnumpy.phi import PHI_FORMS
 from pgnumpy.train import main

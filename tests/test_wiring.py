@@ -17,8 +17,8 @@ import pytest
 from reference import episode_return_ref, gae_ref, reward_to_go_ref
 from scripted_env import ScriptedVecEnv
 
-from pgnumpy.algos import ppo, simple_pg, vpg
-from pgnumpy.checkpoint import load_checkpoint, save_checkpoint
+from pgnumpy.algos import load_checkpoint, ppo, simple_pg, vpg
+from pgnumpy.checkpoint import save_checkpoint
 from pgnumpy.distributions import DiagGaussian
 from pgnumpy.optim import Adam
 from pgnumpy.rollout import Runner, collect
