@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from pgnumpy import fused
-from pgnumpy.algos import ppo, simple_pg, trpo, vpg
-from pgnumpy.checkpoint import load_checkpoint, save_checkpoint
+from pgnumpy.algos import load_checkpoint, ppo, simple_pg, trpo, vpg
+from pgnumpy.checkpoint import save_checkpoint
 
 
 class Stop(Exception):
