@@ -224,12 +224,28 @@ PPO_CASES = {
 @pytest.mark.parametrize("case", list(PPO_CASES))
 def test_ppo_iterations_fused_equal_reference_in_float64(monkeypatch, case):
     """Three whole iterations through algos/ppo.py (rollouts, GAE, 4 epochs x 4 minibatches,
-    annealed lr, grad clip, target_kl): the same parameters and Adam states to 1e-9, the same
-    progress rows (losses to 1e-9)."""
+    annealed lr, grad clip, target_kl): the same parameters and Adam states (m, v, t, lr of both
+    optimisers, as a checkpoint saves them) to 1e-9, the same progress rows (losses to 1e-9).
+    Planted: fused.PPOUpdate leaving Adam's v out of pack and unpack (the stacked copy kept it,
+    so the parameters still agreed; caught by the Adam states)."""
+    adams, real_adam = [], ppo.Adam
+
+    class RecordedAdam(real_adam):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            adams.append(self)
+
+    monkeypatch.setattr(ppo, "Adam", RecordedAdam)
     ref = run_ppo(monkeypatch, False, np.float64, **PPO_CASES[case])
     fast = run_ppo(monkeypatch, True, np.float64, **PPO_CASES[case])
     for a, b in ((ref.policy, fast.policy), (ref.critic, fast.critic)):
         np.testing.assert_allclose(b.params, a.params, rtol=1e-9, atol=1e-9)
+    assert len(adams) == 4  # policy and critic, of each run
+    for a, b in zip(adams[:2], adams[2:]):
+        assert a.t == b.t > 0 and a.lr == b.lr
+        assert np.all(a.v > 0) and np.any(a.m != 0)  # moved: the comparison sees something
+        np.testing.assert_allclose(b.m, a.m, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(b.v, a.v, rtol=1e-9, atol=1e-15)
     assert len(ref.history) == len(fast.history) == 3
     for ra, rb in zip(ref.history, fast.history):
         assert ra.keys() == rb.keys()
@@ -240,10 +256,23 @@ def test_ppo_iterations_fused_equal_reference_in_float64(monkeypatch, case):
 
 def test_ppo_default_run_fused_is_the_reference_run_within_float32(monkeypatch):
     """The default float32 training: the first iteration's rollout is the same (same init, same
-    actions), and its losses agree within F32_TOL relative; the Adam step count and lr agree."""
+    actions), and its losses agree within F32_TOL relative; the Adam step count and lr agree
+    (both optimisers' t and lr at the end: issue 23, they were not compared; planted: the
+    fused unpack writing back t - 1, caught here and by the float64 test)."""
     kw = dict(total_steps=2 * 512)
+    adams, real_adam = [], ppo.Adam
+
+    class RecordedAdam(real_adam):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            adams.append(self)
+
+    monkeypatch.setattr(ppo, "Adam", RecordedAdam)
     ref = run_ppo(monkeypatch, False, np.float32, **kw)
     fast = run_ppo(monkeypatch, True, np.float32, **kw)
+    assert len(adams) == 4
+    for a, b in zip(adams[:2], adams[2:]):
+        assert a.t == b.t == 2 * 4 * 4 and a.lr == b.lr  # 2 iterations of 4 x 4 steps
     ra, rb = ref.history[0], fast.history[0]
     for k in ("env_steps", "episodes", "ep_return_mean", "lr"):
         assert ra[k] == rb[k], k

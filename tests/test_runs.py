@@ -279,6 +279,8 @@ def test_an_early_stop_writes_the_last_completed_epoch_whatever_the_interval(
         assert "checkpoint" in capsys.readouterr().err
         ckpts.append(load_checkpoint(out))
     assert int(ckpts[0]["epoch"]) == int(ckpts[1]["epoch"]) == 4
+    # non-trivial before compared (issue 23): episodes finished, Adam's moments moved
+    assert len(ckpts[0]["episode_returns"]) > 0 and np.any(ckpts[0]["opt/policy/m"] != 0)
     for key in ("net/policy", "net/critic", "opt/policy/m", "opt/critic/v", "episode_returns",
                 "episode_lengths"):
         np.testing.assert_array_equal(ckpts[0][key], ckpts[1][key])

@@ -585,7 +585,10 @@ def test_checkpoint_restores_every_field_of_the_training_state(monkeypatch, tmp_
     """Run PPO-KL with observation normalisation and reward scaling, checkpoint after each
     iteration, and resume. What the resumed run starts with — every network, both Adam states
     (m, v, t, lr), both RNGs, beta, the normalisers' statistics, the counters and the episode
-    history — equals the state at the checkpoint, field by field."""
+    history — equals the state at the checkpoint, field by field. Each is first shown
+    non-trivial (issue 23): 256 steps an env, past Pendulum's 200-step limit, so episodes have
+    finished (with 192 the history compared was [] with []); moments non-zero, generators
+    advanced. Planted: restore leaving the episode history out (passed at 192 steps; caught)."""
     saved = {}
 
     def on_epoch(epoch, state):
@@ -595,20 +598,29 @@ def test_checkpoint_restores_every_field_of_the_training_state(monkeypatch, tmp_
             opts={n: o.state_dict() for n, o in state["opts"].items()},
             rngs={n: copy.deepcopy(g.bit_generator.state) for n, g in state["rngs"].items()},
             returns=list(state["runner"].episode_returns), steps=state["runner"].env_steps,
+            lengths=list(state["runner"].episode_lengths), wall_s=state["wall_s"],
             extra=copy.deepcopy(state["extra"]), epoch=epoch)
 
     cfg = ppo.PPOConfig(env_id="Pendulum-v1", variant="kl", norm_obs=True, norm_rew=True,
-                        anneal_lr=False, num_envs=2, steps_per_env=64, total_steps=3 * 128,
+                        anneal_lr=False, num_envs=2, steps_per_env=64, total_steps=4 * 128,
                         hidden=(8,), target_return=float("inf"))
     ppo.train(cfg, on_epoch=on_epoch)
     assert saved["extra"]["beta"] != cfg.beta  # beta moved, so restoring it is observable
+    assert len(saved["returns"]) == 2  # one episode an env has finished: not [] against []
+    for d in saved["opts"].values():
+        assert d["t"] > 0 and np.any(d["m"] != 0) and np.any(d["v"] > 0)
+    fresh = [g.bit_generator.state for g in np.random.default_rng(cfg.seed).spawn(3)]
+    assert all(state not in fresh for state in saved["rngs"].values())
+    assert saved["extra"]["obs_norm"]["count"] > 0 and saved["extra"]["rew_scale"]["count"] > 0
 
     captured = {}
     real_restore = ppo.restore
 
     def restore(ckpt, **objs):
         captured.update(objs)
-        return real_restore(ckpt, **objs)
+        out = real_restore(ckpt, **objs)
+        captured["first_wall"] = out
+        return out
 
     monkeypatch.setattr(ppo, "restore", restore)
     norms, scales = registry(monkeypatch, ppo, "ObsNorm"), registry(monkeypatch, ppo, "RewScale")
@@ -621,12 +633,13 @@ def test_checkpoint_restores_every_field_of_the_training_state(monkeypatch, tmp_
                 rngs={n: copy.deepcopy(g.bit_generator.state)
                       for n, g in captured["rngs"].items()},
                 returns=list(captured["runner"].episode_returns),
+                lengths=list(captured["runner"].episode_lengths),
                 steps=captured["runner"].env_steps, obs_norm=norms[0].state(),
                 rew_scale=scales[0].state())
 
     spy(monkeypatch, ppo, "collect", before=at_first_collect)
     betas = spy(monkeypatch, ppo, "ppo_kl_loss")
-    more = ppo.PPOConfig(**{**cfg.__dict__, "total_steps": 4 * 128})
+    more = ppo.PPOConfig(**{**cfg.__dict__, "total_steps": 5 * 128})
     res = ppo.train(more, resume=load_checkpoint(tmp_path / "checkpoint.npz"))
     got = captured["state"]
     assert res.history[0]["epoch"] == saved["epoch"] + 1
@@ -637,6 +650,8 @@ def test_checkpoint_restores_every_field_of_the_training_state(monkeypatch, tmp_
             np.testing.assert_array_equal(got["opts"][n][key], d[key])
     assert got["rngs"] == saved["rngs"]
     assert got["returns"] == saved["returns"] and got["steps"] == saved["steps"]
+    assert got["lengths"] == saved["lengths"] == [200, 200]
+    assert captured["first_wall"] == (saved["epoch"] + 1, pytest.approx(saved["wall_s"]))
     assert got["obs_norm"] == saved["extra"]["obs_norm"]
     assert got["rew_scale"] == saved["extra"]["rew_scale"]
     assert betas[0][0][4] == saved["extra"]["beta"]

@@ -64,14 +64,14 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
     p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=S,
                    help="Ziegler et al.'s adaptive KL controller for the main run (off)")
     p.add_argument("--kl-target", type=float, default=S,
-                   help="the controller's target, nats per sentence")
+                   help="the controller's target, nats per sentence (with --adaptive only)")
     p.add_argument("--rl-iterations", type=int, default=S, help="PPO iterations per RL run")
     p.add_argument("--estimator", default=S,
                    choices=ESTIMATORS,
                    help="the advantage fed to PPO-clip: GAE + critic (ppo), or a group form "
                         "(derivations/13-rlhf-exact.md) (ppo)")
     p.add_argument("--group", type=int, default=S,
-                   help="sentences per group for the group estimators (4)")
+                   help="sentences per group for the group estimators (4; refused with ppo)")
     p.add_argument("--kl-penalty", default=S, choices=KL_PENALTIES,
                    help="KL as k1 in the reward, or GRPO's k3 term in the loss (reward)")
     # issue 27: the loss options of TRL and verl (derivations/14-rlhf-losses.md)
@@ -126,6 +126,13 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
     }.items():
         if flag in given:
             (d if section is None else d[section])[name] = given[flag]
+    rl = d["rl"]  # flags the final config would ignore: refused, not dropped silently
+    if "group" in given and rl["estimator"] == "ppo":
+        raise UserError("--group is the group estimators' group size; ppo has none (give "
+                        "--estimator rloo, grpo, grpo_nostd or dr_grpo)")
+    if "kl_target" in given and not rl["adaptive"]:
+        raise UserError("--kl-target is the adaptive controller's target; a fixed beta has "
+                        "none (add --adaptive)")
     first = STAGES.index(args.from_stage)
     for section in STAGES[:first]:  # a loaded stage cannot change: its checkpoint is what it is
         if d[section] != base.to_dict()[section]:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pgnumpy import kernels
+from pgnumpy.config import check_choice, check_int
+from pgnumpy.errors import UserError
 from pgnumpy.objectives import normalize, ppo_clip_loss, value_loss
 from pgnumpy.optim import Adam, clip_grad_norm
 from pgnumpy.rlhf import losses
@@ -101,9 +103,32 @@ class RLConfig:
     micro_batch: int = 0
     algo: str = "rl"
 
+    def __post_init__(self):
+        check_combinations(self)
+
 
 ESTIMATORS = ("ppo", "rloo", "grpo", "grpo_nostd", "dr_grpo")
 KL_PENALTIES = ("reward", "k3_loss", "loss")
+
+
+def check_combinations(cfg: RLConfig) -> None:
+    """Refuse (UserError, one line) a combination training would ignore or break on: a group
+    size that cannot split the batch, a k3 loss term with ppo (which puts the KL in the reward),
+    the adaptive controller from beta = 0 (it multiplies beta: 0 stays 0). group is checked
+    with ppo too (it only goes unused there): 0 is no group size."""
+    check_choice("rl.estimator", cfg.estimator, ESTIMATORS)
+    check_choice("rl.kl_penalty", cfg.kl_penalty, KL_PENALTIES)
+    check_int("rl.group", cfg.group, lo=2)
+    if cfg.estimator == "ppo":
+        if cfg.kl_penalty != "reward":
+            raise UserError("rl.kl_penalty 'k3_loss' goes with a group estimator (rloo, grpo, "
+                            "grpo_nostd, dr_grpo); ppo puts the KL in the reward")
+    elif isinstance(cfg.batch, int) and cfg.batch % cfg.group:
+        raise UserError(f"rl.batch ({cfg.batch}) must be a multiple of rl.group ({cfg.group}): "
+                        f"the batch is split into groups")
+    if cfg.adaptive is True and cfg.beta == 0:
+        raise UserError("rl.adaptive starts from rl.beta and multiplies it (RLHF.14): beta 0 "
+                        "would stay 0; give --beta > 0 or drop --adaptive")
 
 
 def kl_tokens(logp: np.ndarray, logp_ref: np.ndarray, kind: str = "k1") -> np.ndarray:
