@@ -50,6 +50,10 @@ class Logger:
         return read_progress(self.csv_path)
 
     def log(self, row: dict) -> None:
+        if not self.rows and self._keys is not None and list(row) != self._keys:
+            # a resumed run's progress.csv, its header edited: refused before a row is written
+            raise UserError(f"{self.csv_path} has the columns {','.join(self._keys)}, not the "
+                            f"ones this run writes ({','.join(row)}): restore its header")
         self.rows.append(row)
         if self._keys is None:
             self._keys = list(row)

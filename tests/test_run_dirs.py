@@ -145,3 +145,19 @@ def test_a_second_process_on_a_run_is_refused_naming_the_first(tmp_path, capsys)
     capsys.readouterr()
     train_main(["--resume", str(run), "--total-steps", "1"])  # the lock went with the process:
     assert "in use" not in capsys.readouterr().err  # a shrinking budget, or nothing to do
+
+
+@pytest.mark.parametrize("edit", ["rename", "drop"])
+def test_a_progress_csv_with_edited_columns_is_refused_on_resume(small_run, tmp_path, capsys,
+                                                                edit):
+    run = copy_run(small_run, tmp_path / "r")
+    lines = (run / "progress.csv").read_text().splitlines(keepends=True)
+    if edit == "rename":  # a KeyError traceback before
+        lines[0] = lines[0].replace("ep_return_mean", "ep_ret_mean")
+    else:  # rows silently written without the dropped column before
+        lines = [",".join(line.rstrip("\n").split(",")[:-1]) + "\n" for line in lines]
+    (run / "progress.csv").write_text("".join(lines))
+    err = one_line(train_main(["--resume", str(run), "--total-steps", "1536"]), capsys)
+    assert "progress.csv has the columns" in err and "restore its header" in err
+    assert (run / "progress.csv").read_text() == "".join(lines)
+    assert load_checkpoint(run)["epoch"] == 7
