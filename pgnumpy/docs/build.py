@@ -423,6 +423,13 @@ class Site:
     def nav_active(self, name: str) -> str:
         return name
 
+    def title_of_page(self, stem: str) -> str:
+        md = ROOT / "derivations" / f"{stem}.md"
+        if not md.is_file():
+            self._problem(f"derivations/{stem}.md: no such derivation")
+            return stem
+        return title_of(md.read_text(), stem)
+
     def index(self) -> str:
         from pgnumpy.docs import algorithms
 
