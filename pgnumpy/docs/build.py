@@ -71,6 +71,10 @@ class Source:
         return code_page(self.path)
 
 
+def md_page(rel: str) -> str:
+    return "page-" + rel[:-3].replace("/", "-") + ".html"
+
+
 def code_page(path: str) -> str:
     return path[:-3].replace("/", ".") + ".html"
 
@@ -227,6 +231,7 @@ class Site:
         self.equations: dict[str, Equation] = {}
         self.cited_by: dict[tuple[str, str], list[str]] = {}  # (path, name) -> labels
         self.images: set[str] = set()
+        self.extra_md: set[str] = set()  # other markdown files a page links to (plots/README.md)
         self._collect_equations()
         self.prefixes = {label.split(".")[0] for label in self.equations}
         self.md = self._markdown()
@@ -271,7 +276,7 @@ class Site:
             return body
         eqno = "".join(f'<a class="eqno" href="#{lb}">({lb})</a>' for lb in labels)
         ids = f' id="{labels[0]}"' if labels else ""
-        return f'<div class="eq"{ids}>{body}{eqno}</div>\n'
+        return f'<div class="eq"{ids}><div class="eqbody">{body}</div>{eqno}</div>\n'
 
     def _problem(self, msg: str) -> None:
         # tests/ name broken labels and functions on purpose (the map checks' own tests): their
@@ -339,6 +344,9 @@ class Site:
             return path.stem + ".html" + frag
         if rel.startswith("docs/") and rel.endswith(".md") and path.exists():
             return "doc-" + path.stem + ".html" + frag
+        if rel.endswith(".md") and path.exists():  # another markdown file: a page of its own
+            self.extra_md.add(rel)
+            return md_page(rel) + frag
         if rel in self.sources:
             return code_page(rel) + frag
         if path.suffix.lower() in IMAGE_EXT and path.exists():
@@ -404,6 +412,13 @@ class Site:
         self._where = "README.md"
         readme = (ROOT / "README.md").read_text()
         pages.append(("readme.html", "README", self.prose(readme, ROOT)))
+        done: set[str] = set()
+        while self.extra_md - done:  # they may link to more
+            rel = sorted(self.extra_md - done)[0]
+            done.add(rel)
+            self._where = rel
+            text = (ROOT / rel).read_text()
+            pages.append((md_page(rel), title_of(text, rel), self.prose(text, (ROOT / rel).parent)))
         from pgnumpy.docs import algorithms
 
         for algo in algorithms.ALGORITHMS:
@@ -663,7 +678,7 @@ def build(out: Path) -> tuple[list[str], float]:
     return sorted(set(site.problems)), time.perf_counter() - t0
 
 
-def config_rows(module_name: str, cls_name: str) -> list[tuple[str, str, str]]:
+def config_rows(module_name: str, cls_name: str, show=repr) -> list[tuple[str, str, str]]:
     """(field, default, description) of a config dataclass; descriptions from the module
     docstring's "Hyperparameters" list (as the CLI's --help), else the field's own comment."""
     from pgnumpy.train import field_help
@@ -676,7 +691,7 @@ def config_rows(module_name: str, cls_name: str) -> list[tuple[str, str, str]]:
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
-        rows.append((f.name, repr(default), helps.get(f.name) or comments.get(f.name, "")))
+        rows.append((f.name, show(default), helps.get(f.name) or comments.get(f.name, "")))
     return rows
 
 
