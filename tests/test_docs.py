@@ -16,6 +16,8 @@ TeX unconverted fails here even if it reported nothing:
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import re
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from html.parser import HTMLParser
 import pytest
 from test_derivations import all_entries
 
+from pgnumpy.docs.algorithms import ALGORITHMS
 from pgnumpy.docs.build import ROOT, code_page
 
 RAW_TEX = re.compile(r"\$\$|\\(frac|sum|mathbb|theta|pi|nabla|log|text|tag|begin|left)\b")
@@ -186,6 +189,18 @@ def test_every_module_derivation_and_doc_has_a_page(site):
         assert (out / (md.stem + ".html")).is_file(), md.name
     for md in (ROOT / "docs").glob("*.md"):
         assert (out / f"doc-{md.stem}.html").is_file(), md.name
+
+
+def test_each_algorithm_page_lists_every_field_of_its_configs_and_its_key_equations(site):
+    out, _, pages = site
+    for algo in ALGORITHMS:
+        text = (out / algo.page).read_text()
+        for module, cls in algo.configs:
+            for f in dataclasses.fields(getattr(importlib.import_module(module), cls)):
+                assert f"<td><code>{f.name}</code></td>" in text, (algo.page, cls, f.name)
+        for label in algo.labels:
+            assert f"#{label}'>({label})</a>" in text, (algo.page, label)
+        assert pages[algo.page].tags.get("math", 0) >= len(algo.labels)
 
 
 def test_bad_usage_is_one_line_and_status_2(tmp_path):

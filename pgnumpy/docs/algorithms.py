@@ -281,7 +281,7 @@ def render(site, algo: Algorithm) -> str:
                         for d in algo.derivations)
     return (
         f"<article class='prose algo'><h1>{html.escape(algo.title)}</h1>"
-        f"<p class='lead'>{html.escape(algo.summary)}.</p>"
+        f"<p class='lead'>{html.escape(algo.summary[:1].upper() + algo.summary[1:])}.</p>"
         f"<p>Derived in: {reading}. Train it: <code>{html.escape(algo.run)}</code>.</p>"
         "<h2 id='key-equations'>Key equations</h2>" + "".join(eqs)
         + "<h2 id='pseudocode'>Pseudocode</h2>"
