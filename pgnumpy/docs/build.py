@@ -230,7 +230,7 @@ class Site:
         self.docs = sorted((ROOT / "docs").glob("*.md")) if (ROOT / "docs").is_dir() else []
         self.equations: dict[str, Equation] = {}
         self.cited_by: dict[tuple[str, str], list[str]] = {}  # (path, name) -> labels
-        self.images: set[str] = set()
+        self.copies: set[str] = set()  # images and other files pages link to, copied as they are
         self.extra_md: set[str] = set()  # other markdown files a page links to (plots/README.md)
         self._collect_equations()
         self.prefixes = {label.split(".")[0] for label in self.equations}
@@ -350,9 +350,14 @@ class Site:
         if rel in self.sources:
             return code_page(rel) + frag
         if path.suffix.lower() in IMAGE_EXT and path.exists():
-            self.images.add(rel)
+            self.copies.add(rel)
             return rel
-        self._problem(f"link {href}: {rel} is not on the site")
+        if path.is_dir():  # a folder: the index lists the code and the derivations
+            return "index.html#code" if rel.split("/")[0] in CODE_DIRS else "index.html"
+        if path.is_file() and rel.split("/")[0] != ".git":  # any other file, as it is
+            self.copies.add(rel)
+            return rel
+        self._problem(f"link {href}: {rel} does not exist")
         return href
 
     def label_link(self, m: re.Match, code: bool) -> str:
@@ -430,7 +435,7 @@ class Site:
         for name, title, body in pages:
             (self.out / name).write_text(layout(title, body, self.nav_active(name)))
         shutil.copy(STATIC / "style.css", self.out / "style.css")
-        for rel in sorted(self.images):
+        for rel in sorted(self.copies):
             dest = self.out / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / rel, dest)
