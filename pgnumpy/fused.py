@@ -165,7 +165,7 @@ class PPOUpdate:
 
     def step(self, obs, act, logp_old, adv, ret, val_old, *, clip_eps: float, ent_coef: float,
              vf_coef: float, clip_vf: bool, max_grad_norm: float | None) -> tuple:
-        """One minibatch step of PPO-clip (the loop body of algos/ppo.py's reference path):
+        """One minibatch step of PPO-clip (what algos/ppo.py's MinibatchStep.step computes):
         forward, loss head, backward, global-norm clip, Adam. Returns (pi_loss, v_loss,
         entropy, approx_kl, clip_frac), the reference's statistics."""
         hs = self.forward(obs)

@@ -36,7 +36,7 @@ Hyperparameters (PPOConfig):
                      stacked, one BLAS call a layer; the loss head and Adam as numba kernels),
                      a step 69 us against the reference's 178 us at the default sizes, equal
                      to it within float32 rounding (tests/test_fused.py); False runs the
-                     NumPy reference in algos/ppo.py, the code derivations/ maps (the kl
+                     NumPy reference, MinibatchStep below, the code derivations/ maps (the kl
                      variant always runs it).
     target_kl        stop the epoch loop when approx KL exceeds it (None: never) / d_targ of PPO-KL.
     beta             initial KL coefficient of PPO-KL.
@@ -203,6 +203,65 @@ class PPOConfig:
         check_target_return(self.target_return)
 
 
+class MinibatchStep:
+    """One minibatch step of PPO in NumPy, as derivations/09-ppo-clip.md and 10-ppo-kl.md write
+    it: the reference the derivations map. `fused.PPOUpdate` is a drop-in for it (the same
+    `pack`, `step`, `unpack`), chosen once per run by `train`: the same step for the clip
+    variant in fewer calls, equal to this one within float32 rounding (tests/test_fused.py).
+
+    The loss on a minibatch of n samples, with the advantage normalised over it (VPG.1):
+        clip:  L = -(1/n) sum min(r A, g(clip_eps, A))      (PPO.1, PPO.2; its gradient PPO.3)
+        kl:    L = -(1/n) sum r A + beta (1/n) sum KL(pi_old || pi_theta)      (PPOKL.1, PPOKL.2)
+    minus ent_coef times the mean entropy, plus vf_coef times the value loss (VAL.1, or VAL.2
+    with clip_vf); one global gradient-norm clip over both networks (CLIP.1); one Adam step on
+    each (ADAM.1-3)."""
+
+    def __init__(self, policy, vf: ValueCritic, opt: Adam, vf_opt: Adam, beta: float):
+        self.policy, self.vf, self.opt, self.vf_opt = policy, vf, opt, vf_opt
+        self.beta = beta  # PPO-KL's coefficient, adapted between iterations by train
+
+    def pack(self) -> None:
+        """Nothing to stack: the reference steps the networks and optimisers themselves."""
+
+    def unpack(self) -> None:
+        """Nothing to write back."""
+
+    def step(self, obs, act, logp_old, adv, ret, val_old, old=None, *, clip_eps: float,
+             ent_coef: float, vf_coef: float, clip_vf: bool, max_grad_norm: float | None
+             ) -> tuple:
+        """One Adam step on a minibatch; `old` is pi_old's distribution on it (kl variant) or
+        None (clip). Returns (pi_loss, v_loss, entropy, approx_kl, clip_frac)."""
+        policy, vf = self.policy, self.vf
+        a_mb = normalize(adv)  # per-minibatch normalisation   (VPG.1)
+        dist, cache = policy.dist(obs)
+        logp = dist.log_prob(act)
+        dent = -ent_coef / len(obs)  # loss term -ent_coef * mean(H)
+        if old is None:  # PPO-clip   (PPO.2, PPO.3)
+            pi_loss, dlogp, info = ppo_clip_loss(logp, logp_old, a_mb, clip_eps)
+            g_pi = policy.backward(cache, dist, act, dlogp, dent=dent)
+        else:  # PPO-KL   (PPOKL.1, PPOKL.2)
+            kl = old.kl(dist)
+            pi_loss, dlogp, dkl = ppo_kl_loss(logp, logp_old, a_mb, kl, self.beta)
+            g_pi = policy.backward(cache, dist, act, dlogp, dent=dent, dkl=dkl, old=old)
+            info = {"approx_kl": float(kl.mean()), "clip_frac": 0.0}
+        v, vcache = vf.net.forward(obs)
+        v = v[:, 0].astype(np.float64)
+        if clip_vf:  # (VAL.2)
+            v_loss, dv = clipped_value_loss(v, val_old, ret, clip_eps)
+        else:  # (VAL.1)
+            v_loss, dv = value_loss(v, ret)
+        g_v, _ = vf.net.backward(vcache, (vf_coef * dv)[:, None].astype(vf.net.dtype))
+        if max_grad_norm is not None:  # one global norm over both networks   (CLIP.1)
+            norm = np.sqrt(np.dot(g_pi, g_pi) + np.dot(g_v, g_v))
+            if norm > max_grad_norm:
+                g_pi *= max_grad_norm / norm
+                g_v *= max_grad_norm / norm
+        self.opt.step(g_pi)
+        self.vf_opt.step(g_v)
+        return (pi_loss, v_loss, float(dist.entropy().mean()), info["approx_kl"],
+                info["clip_frac"])
+
+
 @one_blas_thread
 def train(
     cfg: PPOConfig, logger: Logger | None = None, on_epoch=None, resume: dict | None = None
@@ -245,10 +304,15 @@ def train(
         if rew_scale is not None:
             rew_scale.load(resume["extra"]["rew_scale"])
     kernels.warm_up()  # JIT compile / cache load before the clock starts
-    fast = None  # the fast path: the same steps on a stacked copy of both networks (fused.py)
+    # the minibatch step, chosen once: the reference above, or the same step on a stacked copy
+    # of both networks in fewer calls (fused.py; the clip variant)
     if cfg.fused and cfg.variant == "clip":
         fused.warm_up(dtype, gaussian=isinstance(policy, GaussianPolicy))
-        fast = fused.PPOUpdate(policy, vf, opt, vf_opt)
+        update = fused.PPOUpdate(policy, vf, opt, vf_opt)
+    else:
+        update = MinibatchStep(policy, vf, opt, vf_opt, beta)
+    hyper = dict(clip_eps=cfg.clip_eps, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
+                 clip_vf=cfg.clip_vf, max_grad_norm=cfg.max_grad_norm)
     start = time.perf_counter() - wall0
     for it in range(first, iterations):
         if cfg.anneal_lr:  # linear decay to 0 over the budget
@@ -280,73 +344,29 @@ def train(
         adv, ret, val_old = adv_all[m], (adv_all + val)[m], val[m]
         old_dist = policy.dist(obs)[0] if cfg.variant == "kl" else None
 
-        # 3. update_epochs passes of minibatch Adam steps
+        # 3. update_epochs passes over the batch, shuffled once an epoch (each minibatch a view)
         n = len(obs)
         mb_size = max(1, n // cfg.minibatches)
+        data = [obs, act, logp_old, adv, ret, val_old]
+        if old_dist is not None:  # the kl variant: pi_old on each minibatch
+            data.append(old_dist)
         stats = []
-        if fast is not None:
-            fast.pack()  # this iteration's parameters, Adam state and annealed lr
+        update.pack()  # (fused) this iteration's parameters, Adam state and annealed lr
         for _ in range(cfg.update_epochs):
             perm = mb_rng.permutation(n)
-            if fast is not None:  # the batch shuffled once an epoch: each minibatch is a view
-                shuffled = [x[perm] for x in (obs, act, logp_old, adv, ret, val_old)]
+            shuffled = [x[perm] for x in data]
             for lo in range(0, n - mb_size + 1, mb_size):
-                if fast is not None:
-                    stats.append(fast.step(
-                        *(x[lo : lo + mb_size] for x in shuffled),
-                        clip_eps=cfg.clip_eps, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
-                        clip_vf=cfg.clip_vf, max_grad_norm=cfg.max_grad_norm))
-                    continue
-                idx = perm[lo : lo + mb_size]
-                a_mb = normalize(adv[idx])  # per-minibatch normalisation
-                dist, cache = policy.dist(obs[idx])
-                logp = dist.log_prob(act[idx])
-                dent = -cfg.ent_coef / len(idx)  # loss term -ent_coef * mean(H)
-                if cfg.variant == "clip":
-                    pi_loss, dlogp, info = ppo_clip_loss(logp, logp_old[idx], a_mb, cfg.clip_eps)
-                    g_pi = policy.backward(cache, dist, act[idx], dlogp, dent=dent)
-                else:
-                    old = old_dist[idx]
-                    kl = old.kl(dist)
-                    pi_loss, dlogp, dkl = ppo_kl_loss(logp, logp_old[idx], a_mb, kl, beta)
-                    g_pi = policy.backward(
-                        cache, dist, act[idx], dlogp, dent=dent, dkl=dkl, old=old
-                    )
-                    info = {"approx_kl": float(kl.mean()), "clip_frac": 0.0}
-                v, vcache = vf.net.forward(obs[idx])
-                v = v[:, 0].astype(np.float64)
-                if cfg.clip_vf:
-                    v_loss, dv = clipped_value_loss(v, val_old[idx], ret[idx], cfg.clip_eps)
-                else:
-                    v_loss, dv = value_loss(v, ret[idx])
-                g_v, _ = vf.net.backward(vcache, (cfg.vf_coef * dv)[:, None].astype(dtype))
-                if cfg.max_grad_norm is not None:  # one global norm over both networks
-                    norm = np.sqrt(np.dot(g_pi, g_pi) + np.dot(g_v, g_v))
-                    if norm > cfg.max_grad_norm:
-                        g_pi *= cfg.max_grad_norm / norm
-                        g_v *= cfg.max_grad_norm / norm
-                opt.step(g_pi)
-                vf_opt.step(g_v)
-                stats.append(
-                    (
-                        pi_loss,
-                        v_loss,
-                        float(dist.entropy().mean()),
-                        info["approx_kl"],
-                        info["clip_frac"],
-                    )
-                )
+                stats.append(update.step(*(x[lo : lo + mb_size] for x in shuffled), **hyper))
             if cfg.variant == "clip" and cfg.target_kl is not None and stats[-1][3] > cfg.target_kl:
                 break
-        if fast is not None:
-            fast.unpack()  # parameters and Adam's state back into the networks and optimisers
+        update.unpack()  # (fused) parameters and Adam's state back into the networks
         pi_loss, v_loss, entropy, approx_kl, clip_frac = np.mean(stats, axis=0)
         if cfg.variant == "kl":
             # d of (PPOKL.3) is the KL the whole update moved the policy, measured after it on the
             # whole batch; the mean over minibatch steps would start at 0 and understate it, and
             # beta would halve towards 0 even while the steps are too large
             approx_kl = float(old_dist.kl(policy.dist(obs)[0]).mean())
-            beta = adapt_beta(beta, approx_kl, cfg.target_kl or 0.01)
+            beta = update.beta = adapt_beta(beta, approx_kl, cfg.target_kl or 0.01)
         if obs_norm is not None:  # statistics move only between iterations
             obs_norm.update(batch.obs[m])
 
