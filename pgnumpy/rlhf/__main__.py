@@ -22,14 +22,19 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from pgnumpy.errors import UserError  # noqa: E402
 from pgnumpy.rlhf.finetune import ESTIMATORS, KL_PENALTIES  # noqa: E402
-from pgnumpy.rlhf.pipeline import STAGES, RLHFConfig, run  # noqa: E402
+from pgnumpy.rlhf.pipeline import (  # noqa: E402
+    STAGES,
+    RLHFConfig,
+    no_run_message,
+    read_config,
+    run,
+)
 
 _Parser = cli.ArgumentParser
 
@@ -45,9 +50,13 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
     p = _Parser(prog="python -m pgnumpy.rlhf", description=__doc__.splitlines()[0])
     S = argparse.SUPPRESS  # only what the user typed overrides the defaults / the saved config
     p.add_argument("--out", default=None, help="run directory (default: runs/rlhf-seedS-TIME)")
-    p.add_argument("--from-stage", default="lm", choices=STAGES,
-                   help="rerun from this stage, loading the earlier stages' checkpoints and the "
-                        "saved config from --out (flags given still win)")
+    p.add_argument("--from-stage", default=None, choices=STAGES,
+                   help="rerun the run in --out from this stage, loading the earlier stages' "
+                        "checkpoints and its saved config (flags given still win). Nothing "
+                        "measured is lost: every file the rerun replaces is first moved to "
+                        "OUT/replaced/STAMP/ with the config.json that made it. Without "
+                        "--from-stage, the command starts a run, or continues an interrupted "
+                        "one with the same config")
     p.add_argument("--config", default=None,
                    help="start from this config.json (e.g. a run directory's) instead of the "
                         "defaults; flags given still win")
@@ -77,23 +86,20 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
                         "0.2,0.01,0 ('' for none)")
     args = p.parse_args(argv)
     saved = None
-    if args.from_stage != "lm":
+    if args.from_stage is not None:
         if args.out is None:
             raise UserError("--from-stage needs --out: the run directory whose checkpoints to use")
+        if args.config is not None:
+            raise UserError("--config starts a run from a config file; --from-stage reruns a "
+                            "stage of the run in --out with its own config.json: give one")
         saved = Path(args.out) / "config.json"
-        if not saved.exists():
-            raise UserError(f"no config.json in {args.out}: not an RLHF run directory")
+        if not saved.is_file():
+            raise UserError(no_run_message(Path(args.out)))
     if args.config is not None:
         saved = Path(args.config)
-        if not saved.exists():
+        if not saved.is_file():
             raise UserError(f"no config file at {saved}")
-    if saved is not None:
-        try:
-            base = RLHFConfig.from_dict(json.loads(saved.read_text()))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{saved} is not valid JSON ({e})") from None
-    else:
-        base = RLHFConfig()
+    base = read_config(saved) if saved is not None else RLHFConfig()
     d = base.to_dict()
     given = vars(args)
     for flag, (section, name) in {
@@ -106,7 +112,10 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
     }.items():
         if flag in given:
             (d if section is None else d[section])[name] = given[flag]
-    first = STAGES.index(args.from_stage)
+    if "kl_target" in given and not d["rl"]["adaptive"]:
+        raise UserError("--kl-target sets the adaptive controller's target: add --adaptive "
+                        "(without it beta stays fixed and the target is unused)")
+    first = STAGES.index(args.from_stage or "lm")
     for section in STAGES[:first]:  # a loaded stage cannot change: its checkpoint is what it is
         if d[section] != base.to_dict()[section]:
             raise UserError(f"--from-stage {args.from_stage} reuses the {section} stage's "
@@ -130,10 +139,12 @@ def _main(argv: list[str] | None) -> int:
     except (KeyboardInterrupt, Exception) as e:  # also an error raised while handling one (numba)
         if not cli.is_interrupt(e):
             raise
-        done = [s for s in ("lm", "rm", "rl") if (out / f"{s}.npz").exists()]
-        where = (f"; finished stages' checkpoints ({', '.join(done)}) are in {out}/" if done
-                 else "; no stage had finished")
-        print(f"\ninterrupted{where}", file=sys.stderr)
+        done = [s for s in STAGES if (out / f"{s}.npz").exists()]
+        where = (f"; the finished stages' checkpoints ({', '.join(done)}) are kept in {out}/"
+                 if done else "; no stage had finished")
+        again = (f"python -m pgnumpy.rlhf --config {out}/config.json --out {out}"
+                 if (out / "config.json").exists() else "the same command")
+        print(f"\ninterrupted{where}; to continue: {again}", file=sys.stderr)
         return cli.INTERRUPTED
     main_run = summary["rl_main"]
     print(f"LM held-out CE {summary['heldout_ce']:.4f} nats/token (true entropy "

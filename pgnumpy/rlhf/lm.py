@@ -158,7 +158,8 @@ class LMConfig:
     eval_every: int = 250
 
     def __post_init__(self):
-        self.hidden = tuple(self.hidden)  # a list from config.json reads back the same
+        if isinstance(self.hidden, list):  # a list from config.json reads back the same
+            self.hidden = tuple(self.hidden)  # (anything else: RLHFConfig.check says what)
 
 
 def positions(tokens: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
