@@ -187,6 +187,28 @@ def test_a_link_where_a_run_file_goes_is_refused_before_anything_is_written(copy
     assert os.path.islink(target) and digest(copy) == before  # nothing moved, nothing written
 
 
+def test_every_run_file_is_written_through_atomic_write(tmp_path, monkeypatch):
+    """Every file a run leaves (stage files, samples, figures, summary, the marker) was
+    written by fileio.atomic_write, the one writer that is atomic and never follows a link:
+    a plain write_text or savefig anywhere shows up here as a file it did not write."""
+    from pgnumpy import fileio, rundir
+    from pgnumpy.rlhf import figures, pipeline
+
+    written = []
+
+    def recording(path, data):
+        written.append(Path(path).name)
+        fileio.atomic_write(path, data)
+
+    for module in (pipeline, figures, rundir):
+        monkeypatch.setattr(module, "atomic_write", recording)
+    d = tmp_path / "run"
+    run(tiny(), d, print_fn=QUIET)
+    on_disk = sorted(p.name for p in d.iterdir() if p.name != rundir.LOCK)
+    assert sorted(written) == on_disk
+    assert set(on_disk) >= set(OUTPUTS)
+
+
 def test_figures_are_written_atomically_and_never_through_a_link(tmp_path):
     from pgnumpy.rlhf import figures
 
@@ -255,6 +277,26 @@ def test_killed_at_any_moment_the_same_command_finishes_the_run(tmp_path, tiny_j
     assert status == 0, err
     assert results(d) == reference
     assert not list(d.glob("*.tmp")) and not (d / "replaced").exists()
+
+
+def test_a_run_an_older_pipeline_left_in_its_sweep_is_adopted_and_finished(
+        tmp_path, tiny_json, reference, capsys):
+    """The pipeline before the marker wrote rl.npz (the main policy only) after the main RL
+    run, then the sweep: killed in the sweep, it left rl.npz but no rl_beta_*.csv and no
+    summary. The same command adopts the directory, reruns the RL stage and finishes."""
+    from pgnumpy import rundir
+    from pgnumpy.rlhf.pipeline import load_npz, save_npz
+
+    d = tmp_path / "run"
+    assert cli(["--config", str(tiny_json), "--out", str(d), "--quiet"], capsys)[0] == 0
+    for name in (rundir.MARKER, rundir.LOCK, "summary.json", "rl_beta_0.csv", "samples.txt",
+                 "rlhf_lm_loss.png", "rlhf_rm_accuracy.png", "rlhf_overoptimisation.png"):
+        (d / name).unlink()
+    meta, arrays = load_npz(d / "rl.npz")
+    save_npz(d / "rl.npz", {"final_beta": meta["final_beta"]}, policy=arrays["policy_main"])
+    status, err = cli(["--config", str(tiny_json), "--out", str(d), "--quiet"], capsys)
+    assert status == 0, err
+    assert results(d) == reference
 
 
 def test_a_run_with_no_finished_stage_starts_over_and_from_stage_names_the_stage_to_run(
