@@ -308,6 +308,10 @@ def test_a_run_with_no_finished_stage_starts_over_and_from_stage_names_the_stage
     status, err = cli(["--out", str(d), "--from-stage", "rm"], capsys)
     assert status == 2
     one_line(err, "no stage of the RLHF run", "run without --from-stage")
+    (d / "config.json").mkdir()
+    status, err = cli(["--out", str(d), "--from-stage", "rm"], capsys)
+    one_line(err, "config.json is not a regular file")
+    (d / "config.json").rmdir()
     (d / "config.json").write_text(json.dumps(tiny().to_dict()))  # killed before lm.npz
     status, err = cli(["--out", str(d), "--from-stage", "rl"], capsys)
     one_line(err, "has no lm.npz", "--from-stage lm")
@@ -420,7 +424,8 @@ def test_a_hand_edited_config_json_is_refused_with_its_field(tmp_path, capsys, e
 def test_config_files_that_are_not_json_objects(tmp_path, capsys):
     for data, message in ((b"\xff\xfe garbage", "is not UTF-8 text"),
                           (b"[1, 2]", "is not a JSON object"),
-                          (b"{", "is not valid JSON")):
+                          (b"{", "is not valid JSON"),
+                          (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deep")):
         path = tmp_path / "c.json"
         path.write_bytes(data)
         status, err = cli(["--config", str(path), "--out", str(tmp_path / "run")], capsys)

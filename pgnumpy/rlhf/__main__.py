@@ -98,7 +98,8 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
     if args.config is not None:
         saved = Path(args.config)
         if not saved.is_file():
-            raise UserError(f"no config file at {saved}")
+            raise UserError(f"{saved} is not a regular file" if saved.exists() else
+                            f"no config file at {saved}")
     base = read_config(saved) if saved is not None else RLHFConfig()
     d = base.to_dict()
     given = vars(args)

@@ -173,6 +173,8 @@ def read_config(path: Path) -> RLHFConfig:
         d = json.loads(text)
     except ValueError as e:
         raise UserError(f"{path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise UserError(f"{path} is not an RLHF config (JSON nested too deep)") from None
     if not isinstance(d, dict):
         raise UserError(f"{path} is not a JSON object: not an RLHF config")
     return RLHFConfig.from_dict(d, where=str(path))
@@ -336,7 +338,7 @@ def holds_legacy_run(path: Path) -> bool:
         return False
     try:
         d = json.loads(c.read_bytes().decode("utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return (isinstance(d, dict) and set(d) == set(CONFIG_KEYS)
             and all(isinstance(d[k], dict) for k in ("lm", "rm", "rl")))
@@ -344,6 +346,9 @@ def holds_legacy_run(path: Path) -> bool:
 
 def no_run_message(out: Path) -> str:
     """Why --from-stage cannot use `out`, which holds no config.json."""
+    c = out / "config.json"
+    if c.exists() or c.is_symlink():
+        return f"{c} is not a regular file: not an RLHF run's config"
     if (out / rundir.MARKER).exists() and rundir.is_claimed(out, KIND):
         return (f"no stage of the RLHF run in {out} has finished (it holds no config.json): "
                 f"run without --from-stage to start it")
