@@ -536,8 +536,8 @@ def _load_stages(cfg: RLHFConfig, out: Path, first: int) -> dict:
         meta, arrays = load_npz(out / "rl.npz")
         check_stage_meta("rl", meta, out / "rl.npz", cfg)
         names = [name for name, _ in _rl_settings(cfg)]
-        if meta["runs"] != names:
-            raise UserError(f"{out / 'rl.npz'} holds the RL runs {meta['runs']}, the config "
+        if meta.get("runs") != names:
+            raise UserError(f"{out / 'rl.npz'} holds the RL runs {meta.get('runs')}, the config "
                             f"{names}; rerun with --from-stage rl")
         policies, runs = {}, {}
         for name in names:
