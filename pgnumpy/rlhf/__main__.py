@@ -6,6 +6,13 @@
 The run directory holds config.json, lm.npz / rm.npz / rl.npz (each stage's checkpoint),
 lm.csv, rm.csv, rl.csv and rl_beta_B.csv (one row per step or iteration), samples.txt
 (sentences before and after RL), summary.json and the figures rlhf_*.png.
+
+The run directory is pgnumpy's: --out must be new, empty, or an RLHF run (a directory holding
+other files is refused before anything is written), and one process at a time works in it.
+Interrupted (Ctrl-C, a kill), a run is continued by the same command (or by --config
+OUT/config.json --out OUT): the finished stages are loaded and the rest rerun, with the same
+results. --from-stage reruns a stage of a run, and first moves every file the rerun replaces
+to OUT/replaced/STAMP/ with the config.json that made it: nothing measured is lost.
 """
 
 from __future__ import annotations
@@ -47,7 +54,9 @@ def _floats(s: str) -> tuple[float, ...]:
 
 
 def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
-    p = _Parser(prog="python -m pgnumpy.rlhf", description=__doc__.splitlines()[0])
+    p = _Parser(prog="python -m pgnumpy.rlhf", description=__doc__.splitlines()[0],
+                epilog=__doc__.split("\n\n", 2)[2].strip(),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     S = argparse.SUPPRESS  # only what the user typed overrides the defaults / the saved config
     p.add_argument("--out", default=None, help="run directory (default: runs/rlhf-seedS-TIME)")
     p.add_argument("--from-stage", default=None, choices=STAGES,
