@@ -483,6 +483,29 @@ def test_a_stage_that_trains_to_nan_stops_with_one_line_keeping_the_finished_sta
     assert moved[f"{stage}.npz"] == before[f"{stage}.npz"]
 
 
+def _set(cfg, **fields):
+    """A config with fields set after construction (as a user may), unchecked until used."""
+    for k, v in fields.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def _pretrain(cfg, rng):
+    from pgnumpy.rlhf.grammar import Grammar
+    from pgnumpy.rlhf.lm import pretrain
+
+    return pretrain(cfg, Grammar(), rng)
+
+
+def _train_rm(cfg, max_len=24):
+    from pgnumpy.rlhf.grammar import Grammar
+    from pgnumpy.rlhf.lm import TinyLM
+    from pgnumpy.rlhf.reward_model import train_reward_model
+
+    lm = TinyLM(3, 8, (16,), rng=np.random.default_rng(0))
+    return train_reward_model(cfg, lm, Grammar(), np.random.default_rng(0), max_len)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: RLHFConfig(lm="abc"), "RLHFConfig.lm must be an LMConfig, got 'abc'"),
     (lambda: RLHFConfig(rl={"beta": 1}), "RLHFConfig.rl must be an RLConfig"),
@@ -495,6 +518,14 @@ def test_a_stage_that_trains_to_nan_stops_with_one_line_keeping_the_finished_sta
     (lambda: run(tiny(), "x", from_stage=1), "from_stage must be one of lm, rm, rl"),
     (lambda: run(tiny(), "x", print_fn="no"), "print_fn must be callable"),
     (lambda: run(tiny(), "x", figures="yes"), "figures must be True or False"),
+    (lambda: LMConfig(hidden=5), "lm.hidden must be a non-empty list of layer widths"),
+    (lambda: RMConfig(norm_samples=1), "rm.norm_samples must be an integer >= 2"),
+    (lambda: _pretrain("abc", np.random.default_rng(0)), "cfg must be an LMConfig, got 'abc'"),
+    (lambda: _pretrain(LMConfig(), 0), "rng must be a numpy.random.Generator"),
+    (lambda: _pretrain(_set(LMConfig(), steps=0), np.random.default_rng(0)),
+     "lm.steps must be an integer >= 1, got 0"),
+    (lambda: _train_rm(_set(RMConfig(), steps=0)), "rm.steps must be an integer >= 1, got 0"),
+    (lambda: _train_rm(RMConfig(), max_len=3), "max_len must be an integer >= 22"),
 ])
 def test_api_misuse_is_a_user_error(tmp_path, monkeypatch, make, message):
     monkeypatch.chdir(tmp_path)

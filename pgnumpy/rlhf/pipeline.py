@@ -41,7 +41,7 @@ import numpy as np
 
 from pgnumpy import rundir
 from pgnumpy.checkpoint import read_npz
-from pgnumpy.config import check_choice, check_hidden, check_int, check_range, plain
+from pgnumpy.config import check_choice, check_int, check_range, plain
 from pgnumpy.errors import UserError
 from pgnumpy.fileio import atomic_write, check_no_symlink, deferred_sigint
 from pgnumpy.rlhf.finetune import ESTIMATORS, KL_PENALTIES, RLConfig, rl_finetune
@@ -96,17 +96,9 @@ class RLHFConfig:
             names[f"beta_{b:g}"] = b
         self.sweep_betas = tuple(float(b) for b in self.sweep_betas)
         check_int("seed", self.seed, lo=0)
-        lm, rm, rl = self.lm, self.rm, self.rl
-        lm.hidden = check_hidden("lm.hidden", lm.hidden)
-        for name in ("context", "d_embed", "corpus", "heldout", "steps", "batch", "eval_every"):
-            check_int(f"lm.{name}", getattr(lm, name))
-        check_range("lm.lr", lm.lr, 0, None, lo_open=True)
-        for name in ("pairs", "heldout", "steps", "batch", "eval_every"):
-            check_int(f"rm.{name}", getattr(rm, name))
-        check_int("rm.norm_samples", rm.norm_samples, lo=2,
-                  why=" (the normalisation divides by the scores' std, RLHF.9)")
-        check_range("rm.temperature", rm.temperature, 0, None, lo_open=True)
-        check_range("rm.lr", rm.lr, 0, None, lo_open=True)
+        self.lm.check()
+        self.rm.check()
+        rl = self.rl
         for name in ("iterations", "batch", "max_len", "kl_horizon", "update_epochs",
                      "minibatches"):
             check_int(f"rl.{name}", getattr(rl, name))
@@ -177,6 +169,8 @@ class RLHFConfig:
                                 f"{', '.join(sorted(known))}")
             try:
                 kw[name] = sub(**d[name])
+            except UserError:
+                raise
             except (TypeError, ValueError) as e:  # a dataclass's own __post_init__
                 raise UserError(f"{where}: {name}: {e}") from None
         return cls(**kw)
