@@ -358,6 +358,36 @@ def test_from_stage_keeps_the_results_it_replaces(copy, capsys):
     assert json.loads((copy / "summary.json").read_text())["rl_main"]["beta_final"] == 0.2
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_a_rerun_killed_after_it_moved_the_old_results_loses_none_and_can_be_continued(
+        copy, capsys, sig):
+    """--from-stage rm killed as soon as replaced/ appears (the moves, or the rerun, under
+    way): every file of the finished run is still there, in the run or under replaced/, and
+    the continue command the run directory's config.json names finishes the run."""
+    before = digest(copy)
+    p = _start(["--out", str(copy), "--from-stage", "rm", "--beta", "0.2", "--quiet",
+                "--no-figures"], copy.parent)
+    deadline = time.monotonic() + 120
+    while not (copy / "replaced").exists():
+        assert p.poll() is None, p.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    p.send_signal(sig)
+    p.communicate(timeout=120)
+    if p.returncode == 0:
+        pytest.skip("the rerun ended before the signal landed")
+    everywhere = set(digest(copy).items()) | {
+        (Path(n).name, h) for n, h in digest(copy / "replaced").items()}
+    assert set(before.items()) <= everywhere  # nothing measured was lost
+    status, err = cli(["--config", str(copy / "config.json"), "--out", str(copy), "--quiet"],
+                      capsys)
+    assert status == 0, err
+    assert (copy / "summary.json").exists()
+    everywhere = set(digest(copy).items()) | {
+        (Path(n).name, h) for n, h in digest(copy / "replaced").items()}
+    assert set(before.items()) <= everywhere
+
+
 # ---- 5. inputs checked where they enter -------------------------------------------------------
 
 def _poison(path: Path, key: str, value=np.nan, meta_edit=None):
