@@ -271,8 +271,8 @@ def test_killed_at_any_moment_the_same_command_finishes_the_run(tmp_path, tiny_j
     assert not (d / "summary.json").exists()
     if sig == signal.SIGINT:
         last = err.strip().splitlines()[-1]
-        assert last.startswith("interrupted") and f"to continue: python -m pgnumpy.rlhf " \
-            f"--config {d}/config.json --out {d}" in last, err
+        assert last.startswith("interrupted") and "to continue: the same command, or " \
+            f"python -m pgnumpy.rlhf --config {d}/config.json --out {d}" in last, err
     status, err = cli(argv, capsys)
     assert status == 0, err
     assert results(d) == reference
@@ -363,26 +363,27 @@ def test_a_rerun_killed_after_it_moved_the_old_results_loses_none_and_can_be_con
         copy, capsys, sig):
     """--from-stage rm killed as soon as replaced/ appears (the moves, or the rerun, under
     way): every file of the finished run is still there, in the run or under replaced/, and
-    the continue command the run directory's config.json names finishes the run."""
+    the same command finishes the rerun."""
     before = digest(copy)
-    p = _start(["--out", str(copy), "--from-stage", "rm", "--beta", "0.2", "--quiet",
-                "--no-figures"], copy.parent)
+    argv = ["--out", str(copy), "--from-stage", "rm", "--beta", "0.2", "--quiet", "--no-figures"]
+    p = _start(argv, copy.parent)
     deadline = time.monotonic() + 120
     while not (copy / "replaced").exists():
         assert p.poll() is None, p.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.001)
     p.send_signal(sig)
-    p.communicate(timeout=120)
+    _, err = p.communicate(timeout=120)
     if p.returncode == 0:
         pytest.skip("the rerun ended before the signal landed")
+    if sig == signal.SIGINT:
+        assert err.strip().splitlines()[-1].endswith("to continue: the same command"), err
     everywhere = set(digest(copy).items()) | {
         (Path(n).name, h) for n, h in digest(copy / "replaced").items()}
     assert set(before.items()) <= everywhere  # nothing measured was lost
-    status, err = cli(["--config", str(copy / "config.json"), "--out", str(copy), "--quiet"],
-                      capsys)
+    status, err = cli(argv, capsys)
     assert status == 0, err
-    assert (copy / "summary.json").exists()
+    assert json.loads((copy / "summary.json").read_text())["rl_main"]["beta_final"] == 0.2
     everywhere = set(digest(copy).items()) | {
         (Path(n).name, h) for n, h in digest(copy / "replaced").items()}
     assert set(before.items()) <= everywhere

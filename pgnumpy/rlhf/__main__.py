@@ -152,8 +152,9 @@ def _main(argv: list[str] | None) -> int:
         done = [s for s in STAGES if (out / f"{s}.npz").exists()]
         where = (f"; the finished stages' checkpoints ({', '.join(done)}) are kept in {out}/"
                  if done else "; no stage had finished")
-        again = (f"python -m pgnumpy.rlhf --config {out}/config.json --out {out}"
-                 if (out / "config.json").exists() else "the same command")
+        again = "the same command"  # a rerun from a stage: again, it moves what it replaces
+        if args.from_stage is None and (out / "config.json").exists():
+            again += f", or python -m pgnumpy.rlhf --config {out}/config.json --out {out}"
         print(f"\ninterrupted{where}; to continue: {again}", file=sys.stderr)
         return cli.INTERRUPTED
     main_run = summary["rl_main"]
