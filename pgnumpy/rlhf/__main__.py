@@ -152,7 +152,9 @@ def _main(argv: list[str] | None) -> int:
         done = [s for s in STAGES if (out / f"{s}.npz").exists()]
         where = (f"; the finished stages' checkpoints ({', '.join(done)}) are kept in {out}/"
                  if done else "; no stage had finished")
-        again = "the same command"  # a rerun from a stage: again, it moves what it replaces
+        # a rerun from a stage: the same command (again, it moves what it would replace);
+        # without --out, the default directory is new each time: name it
+        again = "the same command" + ("" if args.out else f" with --out {out}")
         if args.from_stage is None and (out / "config.json").exists():
             again += f", or python -m pgnumpy.rlhf --config {out}/config.json --out {out}"
         print(f"\ninterrupted{where}; to continue: {again}", file=sys.stderr)

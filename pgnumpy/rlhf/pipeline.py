@@ -6,8 +6,9 @@
 Stages (each writes its checkpoint, an .npz with no pickled objects, written atomically):
     lm   pretrain the language model on the grammar's corpus          -> lm.npz, lm.csv
     rm   label pairs from it, train and normalise the reward model   -> rm.npz, rm.csv
-    rl   PPO under the KL penalty at cfg.rl.beta (the main run), then  -> rl.npz, rl.csv,
-         the same from the same start at each of sweep_betas             rl_beta_B.csv
+    rl   PPO under the KL penalty at cfg.rl.beta (the main run), then  -> rl.csv, rl_beta_B.csv,
+         the same from the same start at each of sweep_betas             rl.npz (every run's
+                                                                         policy)
 Then samples.txt (sentences before and after RL), the figures and summary.json (last: it says
 the run finished). Each stage writes its CSVs, then its checkpoint, whose presence says the
 stage finished. `from_stage="rm"` reloads lm.npz from the run directory and reruns from there;
