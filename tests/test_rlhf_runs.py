@@ -165,6 +165,26 @@ def test_a_second_process_on_the_run_is_refused_naming_the_holder(copy, capsys):
     assert digest(copy) == before
 
 
+def test_the_lock_is_held_for_the_whole_run(tmp_path, tiny_json, capsys):
+    """While a run works (here: its config.json written, its stages running), the same
+    command from a second process is refused naming the first, and changes nothing."""
+    d = tmp_path / "run"
+    argv = ["--config", str(tiny_json), "--out", str(d), "--quiet"]
+    p = _start(argv, tmp_path)
+    deadline = time.monotonic() + 120
+    while not (d / "config.json").exists():
+        assert p.poll() is None, p.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    status, err = cli(argv, capsys)
+    if p.poll() is not None:
+        pytest.skip("the first run ended before the second started")
+    assert status == 2
+    one_line(err, f"is in use by process {p.pid}")
+    _, first_err = p.communicate(timeout=120)
+    assert p.returncode == 0, first_err
+
+
 # ---- 2. every write through fileio: atomic, never through a link ------------------------------
 
 @pytest.mark.parametrize("name", ["samples.txt", "summary.json", "rl.npz", "rl.npz.tmp", "rl.csv",
