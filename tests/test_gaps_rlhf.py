@@ -311,7 +311,7 @@ def test_rlconfig_refuses_combinations_collect_would_ignore(kw, message):
 @pytest.mark.parametrize("argv, message", [
     (["--estimator", "ppo", "--group", "0"], "--group is the group estimators' group size"),
     (["--group", "8"], "--group is the group estimators' group size; ppo has none"),
-    (["--kl-target", "3"], "--kl-target is the adaptive controller's target"),
+    (["--kl-target", "3"], "--kl-target sets the adaptive controller's target"),
     (["--estimator", "ppo", "--kl-penalty", "k3_loss"], "goes with a group estimator"),
     (["--adaptive", "--beta", "0"], "beta 0 would stay 0"),
 ])
@@ -399,5 +399,5 @@ def test_a_config_file_with_an_ignored_combination_is_one_line(tmp_path, capsys)
     path.write_text(json.dumps(d))
     assert main(["--config", str(path), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert err == "error: rl.group must be an integer >= 2, got 0\n"
+    assert err == f"error: {path}: rl.group must be an integer >= 2, got 0\n"  # names the file
     assert not (tmp_path / "run").exists()

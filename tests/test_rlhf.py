@@ -471,7 +471,7 @@ def test_same_seed_same_run_and_from_stage_reruns_the_rest(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--beta=-1"], "rl.beta must be in [0, inf), got -1.0"),
+        (["--beta=-1"], "rl.beta must be in [0, 1000.0], got -1.0"),
         (["--rl-iterations", "0"], "rl.iterations must be an integer >= 1, got 0"),
         (["--sweep-betas", "0.1,x"], "expected comma-separated numbers"),
         (["--from-stage", "rm"], "--from-stage needs --out"),

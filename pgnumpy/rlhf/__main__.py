@@ -6,6 +6,13 @@
 The run directory holds config.json, lm.npz / rm.npz / rl.npz (each stage's checkpoint),
 lm.csv, rm.csv, rl.csv and rl_beta_B.csv (one row per step or iteration), samples.txt
 (sentences before and after RL), summary.json and the figures rlhf_*.png.
+
+The run directory is pgnumpy's: --out must be new, empty, or an RLHF run (a directory holding
+other files is refused before anything is written), and one process at a time works in it.
+Interrupted (Ctrl-C, a kill), a run is continued by the same command (or by --config
+OUT/config.json --out OUT): the finished stages are loaded and the rest rerun, with the same
+results. --from-stage reruns a stage of a run, and first moves every file the rerun replaces
+to OUT/replaced/STAMP/ with the config.json that made it: nothing measured is lost.
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -31,7 +37,13 @@ from pgnumpy.errors import UserError  # noqa: E402
 from pgnumpy.rlhf.dpo import ALGOS  # noqa: E402
 from pgnumpy.rlhf.finetune import ESTIMATORS, KL_PENALTIES  # noqa: E402
 from pgnumpy.rlhf.losses import KL_ESTIMATORS, LOSS_AGGS, SCALE_REWARDS  # noqa: E402
-from pgnumpy.rlhf.pipeline import STAGES, RLHFConfig, run  # noqa: E402
+from pgnumpy.rlhf.pipeline import (  # noqa: E402
+    STAGES,
+    RLHFConfig,
+    no_run_message,
+    read_config,
+    run,
+)
 
 _Parser = cli.ArgumentParser
 
@@ -44,12 +56,18 @@ def _floats(s: str) -> tuple[float, ...]:
 
 
 def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
-    p = _Parser(prog="python -m pgnumpy.rlhf", description=__doc__.splitlines()[0])
+    p = _Parser(prog="python -m pgnumpy.rlhf", description=__doc__.splitlines()[0],
+                epilog=__doc__.split("\n\n", 2)[2].strip(),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     S = argparse.SUPPRESS  # only what the user typed overrides the defaults / the saved config
     p.add_argument("--out", default=None, help="run directory (default: runs/rlhf-seedS-TIME)")
-    p.add_argument("--from-stage", default="lm", choices=STAGES,
-                   help="rerun from this stage, loading the earlier stages' checkpoints and the "
-                        "saved config from --out (flags given still win)")
+    p.add_argument("--from-stage", default=None, choices=STAGES,
+                   help="rerun the run in --out from this stage, loading the earlier stages' "
+                        "checkpoints and its saved config (flags given still win). Nothing "
+                        "measured is lost: every file the rerun replaces is first moved to "
+                        "OUT/replaced/STAMP/ with the config.json that made it. Without "
+                        "--from-stage, the command starts a run, or continues an interrupted "
+                        "one with the same config")
     p.add_argument("--config", default=None,
                    help="start from this config.json (e.g. a run directory's) instead of the "
                         "defaults; flags given still win")
@@ -94,23 +112,21 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
                         "0.2,0.01,0 ('' for none)")
     args = p.parse_args(argv)
     saved = None
-    if args.from_stage != "lm":
+    if args.from_stage is not None:
         if args.out is None:
             raise UserError("--from-stage needs --out: the run directory whose checkpoints to use")
+        if args.config is not None:
+            raise UserError("--config starts a run from a config file; --from-stage reruns a "
+                            "stage of the run in --out with its own config.json: give one")
         saved = Path(args.out) / "config.json"
-        if not saved.exists():
-            raise UserError(f"no config.json in {args.out}: not an RLHF run directory")
+        if not saved.is_file():
+            raise UserError(no_run_message(Path(args.out)))
     if args.config is not None:
         saved = Path(args.config)
-        if not saved.exists():
-            raise UserError(f"no config file at {saved}")
-    if saved is not None:
-        try:
-            base = RLHFConfig.from_dict(json.loads(saved.read_text()))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{saved} is not valid JSON ({e})") from None
-    else:
-        base = RLHFConfig()
+        if not saved.is_file():
+            raise UserError(f"{saved} is not a regular file" if saved.exists() else
+                            f"no config file at {saved}")
+    base = read_config(saved) if saved is not None else RLHFConfig()
     d = base.to_dict()
     given = vars(args)
     for flag, (section, name) in {
@@ -131,9 +147,9 @@ def parse_args(argv: list[str]) -> tuple[RLHFConfig, argparse.Namespace]:
         raise UserError("--group is the group estimators' group size; ppo has none (give "
                         "--estimator rloo, grpo, grpo_nostd or dr_grpo)")
     if "kl_target" in given and not rl["adaptive"]:
-        raise UserError("--kl-target is the adaptive controller's target; a fixed beta has "
-                        "none (add --adaptive)")
-    first = STAGES.index(args.from_stage)
+        raise UserError("--kl-target sets the adaptive controller's target: add --adaptive "
+                        "(without it beta stays fixed and the target is unused)")
+    first = STAGES.index(args.from_stage or "lm")
     for section in STAGES[:first]:  # a loaded stage cannot change: its checkpoint is what it is
         if d[section] != base.to_dict()[section]:
             raise UserError(f"--from-stage {args.from_stage} reuses the {section} stage's "
@@ -157,10 +173,15 @@ def _main(argv: list[str] | None) -> int:
     except (KeyboardInterrupt, Exception) as e:  # also an error raised while handling one (numba)
         if not cli.is_interrupt(e):
             raise
-        done = [s for s in ("lm", "rm", "rl") if (out / f"{s}.npz").exists()]
-        where = (f"; finished stages' checkpoints ({', '.join(done)}) are in {out}/" if done
-                 else "; no stage had finished")
-        print(f"\ninterrupted{where}", file=sys.stderr)
+        done = [s for s in STAGES if (out / f"{s}.npz").exists()]
+        where = (f"; the finished stages' checkpoints ({', '.join(done)}) are kept in {out}/"
+                 if done else "; no stage had finished")
+        # a rerun from a stage: the same command (again, it moves what it would replace);
+        # without --out, the default directory is new each time: name it
+        again = "the same command" + ("" if args.out else f" with --out {out}")
+        if args.from_stage is None and (out / "config.json").exists():
+            again += f", or python -m pgnumpy.rlhf --config {out}/config.json --out {out}"
+        print(f"\ninterrupted{where}; to continue: {again}", file=sys.stderr)
         return cli.INTERRUPTED
     main_run = summary["rl_main"]
     print(f"LM held-out CE {summary['heldout_ce']:.4f} nats/token (true entropy "

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from pgnumpy.fileio import atomic_write
 
 
 def _plt():
@@ -30,8 +33,7 @@ def lm_figure(rows: list[dict], summary: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def rm_figure(rows: list[dict], path: Path) -> None:
@@ -50,8 +52,7 @@ def rm_figure(rows: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def overoptimisation_figure(runs: dict[str, list[dict]], path: Path) -> None:
@@ -80,5 +81,15 @@ def overoptimisation_figure(runs: dict[str, list[dict]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> None:
+    """Render to memory, then replace the file atomically, never through a link (fileio): a
+    figure is whole or absent, and a link planted at its name is refused."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write(path, buf.getvalue())

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pgnumpy.config import check_hidden, check_int, check_range, plain
 from pgnumpy.distributions import Categorical
+from pgnumpy.errors import UserError
 from pgnumpy.nn import MLP, Embedding, mlp_size
 from pgnumpy.optim import Adam
 from pgnumpy.rlhf.grammar import BOS, EOS, Grammar, V
@@ -158,7 +160,26 @@ class LMConfig:
     eval_every: int = 250
 
     def __post_init__(self):
-        self.hidden = tuple(self.hidden)  # a list from config.json reads back the same
+        self.check()
+
+    def check(self) -> None:
+        """UserError naming the first bad field (also called by pretrain: a field may have been
+        set after construction)."""
+        plain(self)
+        self.hidden = check_hidden("lm.hidden", self.hidden)  # a list from config.json too
+        for name in ("context", "d_embed", "corpus", "heldout", "steps", "batch", "eval_every"):
+            check_int(f"lm.{name}", getattr(self, name))
+        check_range("lm.lr", self.lr, 0, None, lo_open=True)
+
+
+def check_stage_args(cfg, cls, rng) -> None:
+    """A stage function's config (of type cls, checked) and its random generator."""
+    if not isinstance(cfg, cls):
+        raise UserError(f"cfg must be an {cls.__name__}, got {str(cfg)[:60]!r}")
+    cfg.check()
+    if not isinstance(rng, np.random.Generator):
+        raise UserError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
+                        f"got {str(rng)[:60]!r}")
 
 
 def positions(tokens: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -184,6 +205,7 @@ def pretrain(
 
     The learning rate decays linearly to 0; each step is one minibatch of token positions drawn
     uniformly from the corpus; the held-out cross-entropy is measured every eval_every steps."""
+    check_stage_args(cfg, LMConfig, rng)
     lm = TinyLM(cfg.context, cfg.d_embed, cfg.hidden, rng=rng)
     ctx, target = positions(grammar.sample(cfg.corpus, rng), cfg.context)
     ctx_ho, target_ho = positions(grammar.sample(cfg.heldout, rng), cfg.context)

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pgnumpy.config import check_int, check_range, plain
+from pgnumpy.errors import UserError
 from pgnumpy.optim import Adam
 from pgnumpy.rlhf.grammar import BOS, EOS, Grammar, gold_reward
-from pgnumpy.rlhf.lm import TinyLM, WindowNet
+from pgnumpy.rlhf.lm import TinyLM, WindowNet, check_stage_args
 
 
 def last_window(tokens: np.ndarray, k: int) -> np.ndarray:
@@ -124,6 +126,19 @@ class RMConfig:
     norm_samples: int = 2000
     eval_every: int = 250
 
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """UserError naming the first bad field (also called by train_reward_model)."""
+        plain(self)
+        for name in ("pairs", "heldout", "steps", "batch", "eval_every"):
+            check_int(f"rm.{name}", getattr(self, name))
+        check_int("rm.norm_samples", self.norm_samples, lo=2,
+                  why=" (the normalisation divides by the scores' std, RLHF.9)")
+        check_range("rm.temperature", self.temperature, 0, None, lo_open=True)
+        check_range("rm.lr", self.lr, 0, None, lo_open=True)
+
 
 def accuracy(rm: RewardModel, data: dict[str, np.ndarray]) -> float:
     """Fraction of pairs whose label the RM agrees with: r(y_w) > r(y_l)."""
@@ -138,6 +153,10 @@ def train_reward_model(
 
     Returns (rm, history, summary); the summary holds the held-out accuracy and the best
     accuracy possible on the same held-out labels."""
+    check_stage_args(cfg, RMConfig, rng)
+    if not isinstance(lm, TinyLM):
+        raise UserError(f"lm must be a TinyLM (pretrain's), got {str(lm)[:60]!r}")
+    check_int("max_len", max_len, lo=Grammar().max_len, why=" (the grammar's longest sentence)")
     train = preference_pairs(lm, grammar, cfg.pairs, cfg.temperature, rng, max_len)
     test = preference_pairs(lm, grammar, cfg.heldout, cfg.temperature, rng, max_len)
     rm = RewardModel.from_lm(lm, rng)
