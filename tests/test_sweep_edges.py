@@ -355,8 +355,9 @@ def test_metric_return_ranks_by_median_final_return():
 
 
 def test_tpe_is_told_a_value_that_orders_as_the_ranking():
-    """TPE uses only the order of its values: for many random configurations, sorting by
-    tpe_value must give the ranking's order exactly (ties aside)."""
+    """TPE uses only the order of its values: for many random configurations, taken in the
+    ranking's order, each value must be above the one before exactly when the ranking puts the
+    configuration strictly lower (equal when tied)."""
     rng = np.random.default_rng(0)
     for metric in ("steps", "return"):
         groups = {}
@@ -366,14 +367,14 @@ def test_tpe_is_told_a_value_that_orders_as_the_ranking():
                 solved = None if rng.random() < 0.5 else int(rng.integers(1_000, 100_000))
                 ts.append(trial(solved, float(rng.normal(100, 200))))
             groups[str(i)] = ts
-        by_rank = ranked(groups, metric)
-        rows = {r["name"]: r for r in summarize(groups, metric)}
-        by_tpe = sorted(groups, key=lambda k: (tpe_value(groups[k], metric),
-                                               by_rank.index(k)))
-        assert by_tpe == by_rank, metric
-        for k in groups:
-            assert math.isfinite(tpe_value(groups[k], metric))
-            assert rank_key(rows[k]["score"], rows[k]["final_return_mean"], metric)[0] == 0
+        ranked(groups, metric)  # names the rows
+        rows = summarize(groups, metric)  # best first
+        keys = [rank_key(r["score"], r["final_return_mean"], metric) for r in rows]
+        values = [tpe_value(groups[r["name"]], metric) for r in rows]
+        assert all(math.isfinite(v) for v in values)
+        assert all(k[0] == 0 for k in keys)  # every configuration finished
+        for (k0, v0), (k1, v1) in zip(zip(keys, values), zip(keys[1:], values[1:])):
+            assert (v0 < v1) if k0 < k1 else (v0 == v1), (metric, k0, k1, v0, v1)
 
 
 def test_bayesian_search_minimizes_what_it_is_told():
@@ -383,3 +384,24 @@ def test_bayesian_search_minimizes_what_it_is_told():
     d = {"lr": Dist("loguniform", 1e-3, 1e-2)}
     s = BayesSearch({}, d, 4, 0, [({"lr": 2e-3}, 5.0), ({"lr": 4e-3}, 1.0), ({"lr": 8e-3}, 9.0)])
     assert s.study.best_trial.params == {"lr": 4e-3}  # the lowest value is the best
+
+
+def test_links_in_out_are_refused_not_followed(tmp_path, capsys):
+    """OUT/trials or a trial's directory made a symlink by hand would have the trials write
+    outside OUT: refused in one line, the link and its target left as they were."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "s"
+    rundir.claim(out, "sweep", what="sweep").release()
+    (out / "trials").symlink_to(elsewhere)
+    args = ["--grid", "lr=1e-3", "--set", *TINY]
+    err = refused(out, args, capsys)
+    assert f"{out / 'trials'} is not a directory of the sweep's (a symbolic link" in err
+    assert list(elsewhere.iterdir()) == []
+    (out / "trials").unlink()
+    fixed, _, _ = parse_space("ppo", TINY, [], [])
+    run = make_trials("ppo", fixed, {"lr": "1e-3"}, 1, out)[0].run_dir
+    run.parent.mkdir()
+    run.symlink_to(elsewhere)
+    err = refused(out, args, capsys)
+    assert f"{run} is not a directory of the sweep's" in err and list(elsewhere.iterdir()) == []

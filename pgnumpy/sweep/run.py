@@ -28,7 +28,7 @@ from pgnumpy.sweep.space import make_config, parse_space
 from pgnumpy.sweep.state import holds_legacy_sweep, new_state, read_state, write_state
 from pgnumpy.sweep.summary import Progress, print_summary, summarize, tpe_value, write_summary
 from pgnumpy.sweep.tasks import run_trial
-from pgnumpy.sweep.trials import Trial, load_trials, make_trials, read_record
+from pgnumpy.sweep.trials import Trial, check_trial_dir, load_trials, make_trials, read_record
 from pgnumpy.train import ALGOS
 
 SEARCHES = ("random", "bayes")
@@ -110,6 +110,7 @@ def run_sweep(algo: str, out: Path, *, sets: list[str] = (), grid: list[str] = (
     if address is not None:
         check_reachable(address)
     state = read_state(out, spec)  # a damaged sweep.json or another sweep: refused here
+    check_trial_dir(out / "trials" / "-")  # OUT/trials a link: refused here
     for params in configs if configs is not None else (state or {}).get("asked", []):
         for t in make_trials(algo, fixed, params, seeds, out):
             read_record(t)  # a damaged trial.json: refused here
@@ -226,6 +227,7 @@ def execute(ray, algo, fixed, out, state, configs, points, dists, spec, n_worker
         refill()
         while queue and len(running) < n_workers:
             t = queue.pop(0)
+            check_trial_dir(t.run_dir)
             t.run_dir.mkdir(parents=True, exist_ok=True)
             t.started = time.perf_counter()
             running[remote.remote(algo, t.config, str(t.run_dir.resolve()), state["id"])] = t
@@ -265,7 +267,7 @@ def execute(ray, algo, fixed, out, state, configs, points, dists, spec, n_worker
         # Each running trial stops after its next checkpoint (a Ctrl-C that reached the workers
         # too stops them at once, their checkpoints written whole). Not ray.cancel: in Ray 2.60
         # cancelling a task as it completes can abort the driver (task_manager.cc check).
-        (out / "stop").touch()
+        atomic_write(out / "stop", "")  # never through a link
         try:
             if running:
                 ray.wait(list(running), num_returns=len(running), timeout=60.0)

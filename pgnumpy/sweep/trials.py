@@ -109,9 +109,19 @@ def record_problem(record) -> str | None:
     return None
 
 
+def check_trial_dir(run_dir: Path) -> None:
+    """A trial's directory and OUT/trials must be real directories: a symlink (planted by
+    hand) would have the trial write outside OUT."""
+    for p in (run_dir.parent, run_dir):
+        if p.is_symlink() or (p.exists() and not p.is_dir()):
+            raise UserError(f"{p} is not a directory of the sweep's (a symbolic link or a file); "
+                            "pgnumpy writes only inside the directories it owns: remove it")
+
+
 def read_record(trial: Trial) -> dict | None:
     """The trial's record, or None if it has none yet; a damaged one (hand-edited, cut short) is
     a UserError naming it: the sweep writes nothing until it is removed."""
+    check_trial_dir(trial.run_dir)
     path = trial.run_dir / "trial.json"
     if path.is_symlink() or (path.exists() and not path.is_file()):
         problem = "not a regular file"
