@@ -347,23 +347,26 @@ def test_ctrl_c_and_kill_exit_cleanly_leave_no_ray_process_and_a_rerun_finishes(
     """Issue 22: Ctrl-C and kill on sweeps that started their own Ray (what is under test, so
     not the shared cluster), each in its own session so that a signal to its process group is
     a terminal's Ctrl-C: Ctrl-C twice while Ray starts (raylet up, no trial yet); Ctrl-C twice
-    while a trial runs; SIGKILL of the driver while a trial runs. The Ctrl-Cs exit 130 with one
-    line; afterwards no process of any of the three sessions is left (gcs_server, raylet, the
-    agents, the workers: found by session id and by the sweep's mark in their environment);
-    the same command finishes the killed sweep. Before: SIGSEGV at exit in 3 of 10 Ctrl-Cs, Ray
-    processes left after 6 of 10 Ctrl-Cs and 3 of 4 kills."""
+    while a trial runs; SIGKILL of the driver while a trial runs; SIGTERM while a trial runs. The
+    Ctrl-Cs and the SIGTERM exit 130 with one line; afterwards no process of any of the four
+    sessions is left (gcs_server, raylet, the agents, the workers: found by session id and by
+    the sweep's mark in their environment); the same command finishes the killed sweep. The
+    issue saw SIGSEGV at exit in 3 of 10 Ctrl-Cs, Ray processes left after 6 of 10 Ctrl-Cs and
+    3 of 4 kills."""
     runs = {"startup": (start_own(tmp_path / "a"), tmp_path / "a"),
             "trial": (start_own(tmp_path / "b"), tmp_path / "b"),
-            "kill": (start_own(tmp_path / "c"), tmp_path / "c")}
+            "kill": (start_own(tmp_path / "c"), tmp_path / "c"),
+            "term": (start_own(tmp_path / "d"), tmp_path / "d")}
     when = {"startup": lambda p, out: ray_starting(p.pid),
+            "term": lambda p, out: trial_running(out),
             "trial": lambda p, out: trial_running(out),
             "kill": lambda p, out: trial_running(out)}
     pending, deadline = dict(runs), time.time() + 150
     while pending and time.time() < deadline:
         for name, (p, out) in list(pending.items()):
             if when[name](p, out):
-                if name == "kill":
-                    os.kill(p.pid, signal.SIGKILL)
+                if name in ("kill", "term"):  # `kill -9 PID`, `kill PID`
+                    os.kill(p.pid, signal.SIGKILL if name == "kill" else signal.SIGTERM)
                 else:  # a terminal's Ctrl-C goes to the whole group; an impatient user's twice
                     os.killpg(p.pid, signal.SIGINT)
                     time.sleep(0.3)
@@ -381,14 +384,15 @@ def test_ctrl_c_and_kill_exit_cleanly_leave_no_ray_process_and_a_rerun_finishes(
         results[name] = (p.returncode, stderr.strip(), stdout)
     assert not pending, f"never reached: {list(pending)} {results}"
 
-    for name in ("startup", "trial"):
+    for name in ("startup", "trial", "term"):
         code, err, _ = results[name]
         assert code == 130, (name, code, err)  # not -11 (SIGSEGV), not 0 (Ctrl-C lost)
         assert len(err.splitlines()) == 1, (name, err)
     assert results["startup"][1] == ("interrupted; finished trials are kept: run the same "
                                      "command again to continue")
-    assert results["trial"][1].startswith("interrupted: 1 running trials stopped at their last "
-                                          "checkpoint")
+    for name in ("trial", "term"):  # SIGTERM is a Ctrl-C (before: Ray's C++ stack, exit -6)
+        assert results[name][1].startswith("interrupted: 1 running trials stopped at their "
+                                           "last checkpoint"), results[name]
     assert results["kill"][0] == -signal.SIGKILL
 
     left, deadline = ["?"], time.time() + 20  # the reaper: SIGTERM, up to 3 s, SIGKILL

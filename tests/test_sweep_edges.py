@@ -405,3 +405,15 @@ def test_links_in_out_are_refused_not_followed(tmp_path, capsys):
     run.symlink_to(elsewhere)
     err = refused(out, args, capsys)
     assert f"{run} is not a directory of the sweep's" in err and list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["--sample", "lr=uniform:0.1:0.2", "--trials", "100000000"],
+    ["--grid", *[f"{f}=1,2,3,4,5,6,7,8,9,10" for f in ("num_envs", "steps_per_env",
+                                                        "update_epochs", "minibatches",
+                                                        "total_steps", "ent_coef")]],
+])
+def test_a_slip_of_millions_of_trials_is_one_line_not_a_hang(tmp_path, capsys, args):
+    """Every configuration is built and checked up front (~1.5 ms each): 10**8 draws or a
+    10**6-point grid would spend hours there before saying anything."""
+    assert "more than 100,000 is surely a slip" in refused(tmp_path / "s", args, capsys)

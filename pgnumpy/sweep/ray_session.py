@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 
 from pgnumpy.errors import UserError
 from pgnumpy.fileio import deferred_sigint
@@ -27,6 +29,9 @@ INSTALL = 'pip install -e ".[sweep]"'  # what the no-Ray message tells the user 
 
 def import_ray():
     """Ray, imported only when a sweep runs: the rest of pgnumpy never pays for it."""
+    # Ray's C++ failure handler took SIGTERM while ray.init ran: a page of stack on the console
+    # (Ray's switch, read as Ray loads; it also leaves a crash's signal to Python's handler)
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         import ray
     except ImportError:
@@ -80,6 +85,15 @@ def check_reachable(address: str) -> None:
 
 
 SESSION_VAR = "PGNUMPY_RAY_SESSION"
+
+
+def _terminate(signum, frame):
+    """SIGTERM as Ctrl-C: the trials stop at their checkpoints. Raised as a SIGINT, so that
+    while Ray starts it is held like one (deferred_sigint); if SIGINT is ignored (a background
+    job), as KeyboardInterrupt directly."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        raise KeyboardInterrupt
+    signal.raise_signal(signal.SIGINT)
 
 # The reaper: ignores the terminal's signals (Ctrl-C is the driver's to handle; it runs in its
 # own session anyway). Until the driver's pipe closes it records, twice a second, the driver's
@@ -159,13 +173,21 @@ class Session:
         self.ray = ray
         self.own = not ray.is_initialized()  # a caller already connected (a notebook, tests)
         self.reaper: subprocess.Popen | None = None
+        self._term = None  # the SIGTERM handler before start(), restored by stop()
 
     def start(self, address: str | None, workers: int | None) -> int:
         """Start or join Ray, a Ctrl-C held until it is up (then raised): one that lands while
         ray.init forks a process is raised in a fork handler, where Python drops it (seen:
         "Exception ignored in _releaseLock", and the sweep ran on)."""
-        with deferred_sigint():
-            return self._start(address, workers)
+        if self.own:
+            self._on_term(_terminate)
+        try:
+            with deferred_sigint():
+                return self._start(address, workers)
+        except SystemExit as e:  # ray.init's own SIGTERM handler, for a moment: sys.exit(15)
+            if e.code != signal.SIGTERM:
+                raise
+            raise KeyboardInterrupt from None
 
     def _start(self, address: str | None, workers: int | None) -> int:
         if not self.own:
@@ -180,7 +202,18 @@ class Session:
                                            stdin=subprocess.PIPE, env=env,
                                            start_new_session=True)
             os.environ[SESSION_VAR] = mark.split("=", 1)[1]
-        return start_ray(self.ray, address, workers)
+        n = start_ray(self.ray, address, workers)
+        # ray.init installed its own SIGTERM handler (printing a page of C++ stack, then the
+        # driver aborted, exit -6): ours again
+        self._on_term(_terminate)
+        return n
+
+    def _on_term(self, handler) -> None:
+        """SIGTERM (`kill PID`) stops the sweep as Ctrl-C does; restored by stop()."""
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, handler)
+            if self._term is None:  # the handler before the sweep's, not the sweep's own
+                self._term = signal.SIG_DFL if previous is None else previous
 
     def stop(self, ending: bool = False) -> None:
         """Shut Ray down (if this sweep started or joined it), a Ctrl-C held meanwhile (a
@@ -197,6 +230,9 @@ class Session:
 
     def _stop(self) -> None:
         with deferred_sigint():
+            if self._term is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, self._term)
+                self._term = None
             try:
                 self.ray.shutdown()
             finally:

@@ -33,6 +33,7 @@ from pgnumpy.train import ALGOS
 
 SEARCHES = ("random", "bayes")
 METRICS = ("steps", "return")
+MAX_TRIALS = 100_000
 
 
 @dataclass
@@ -91,6 +92,10 @@ def run_sweep(algo: str, out: Path, *, sets: list[str] = (), grid: list[str] = (
         raise UserError("--search bayes searches --sample fields: give at least one")
     if not dists and trials != 1:
         raise UserError("--trials counts --sample draws; a grid runs each point once")
+    n = math.prod(len(v) for v in points.values()) * (trials if dists else 1) * seeds
+    if n > MAX_TRIALS:  # each configuration is built and checked up front: ~1.5 ms each
+        raise UserError(f"that is {n:,} trials (grid points x --trials x --seeds); more than "
+                        f"{MAX_TRIALS:,} is surely a slip: give fewer")
     spec = {"algo": algo, "set": fixed, "grid": points,
             "sample": {k: dataclasses.asdict(d) for k, d in dists.items()},
             "search": search if dists else "grid", "search_seed": search_seed,
