@@ -140,7 +140,7 @@ def test_bad_sample_bounds_get_one_line(tmp_path, capsys, args, message):
     (["--sample", "lr=loguniform:1e-4:1e-2", "--set", "total_steps=0"],
      "total_steps must be an integer >= 1"),
     (["--sample", "lr=loguniform:1e-4:1e-2", "--search-seed", "-1"],
-     "--search-seed must be an integer >= 0"),
+     "--search-seed must be an integer >= 0 and <= 2147483647, got -1"),
 ])
 def test_bayesian_space_is_checked_before_anything_starts(tmp_path, capsys, args, message):
     """TPE's draws are not known up front: what it can ask (each choice, grid value and range
@@ -153,6 +153,8 @@ def test_bayesian_space_is_checked_before_anything_starts(tmp_path, capsys, args
     (["--set", "norm_obs=1"], "norm_obs takes true or false, got '1'"),
     (["--out", ""], "--out is empty"),
     (["--sample", "lr=uniform:0.1:0.2", "--search-seed", "-1"], "--search-seed must be"),
+    (["--sample", "lr=uniform:0.1:0.2", "--search", "bayes", "--search-seed", str(2**32)],
+     "--search-seed must be an integer >= 0 and <= 2147483647, got 4294967296"),
 ])
 def test_other_inputs_a_user_tries(tmp_path, capsys, args, message):
     out = tmp_path / "s"

@@ -55,9 +55,11 @@ class SweepInterrupted(Exception):
         self.running = running
 
 
-def _count(name: str, value, lo: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        raise UserError(f"--{name} must be an integer >= {lo}, got {value!r}")
+def _count(name: str, value, lo: int = 1, hi: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo or (
+            hi is not None and value > hi):
+        raise UserError(f"--{name} must be an integer >= {lo}"
+                        + (f" and <= {hi}" if hi is not None else "") + f", got {value!r}")
 
 
 def run_sweep(algo: str, out: Path, *, sets: list[str] = (), grid: list[str] = (),
@@ -75,7 +77,7 @@ def run_sweep(algo: str, out: Path, *, sets: list[str] = (), grid: list[str] = (
         raise UserError(f"--seeds and --trials must be >= 1, got {seeds} and {trials}")
     _count("seeds", seeds)
     _count("trials", trials)
-    _count("search-seed", search_seed, lo=0)
+    _count("search-seed", search_seed, lo=0, hi=2**31 - 1)  # TPE's NumPy seed: < 2**32
     if workers is not None:
         if isinstance(workers, int) and not isinstance(workers, bool) and workers < 1:
             raise UserError(f"--workers must be >= 1, got {workers}")
