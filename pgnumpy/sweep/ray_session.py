@@ -8,8 +8,9 @@ driver takes only gcs_server and raylet with it (Linux's parent-death signal), n
 children. So every process of the session carries a mark in its environment (SESSION_VAR, a
 fresh token, inherited from the driver through raylet), and a small reaper process, started
 before Ray, waits on a pipe from the driver: when the pipe closes (the driver stopped Ray, or
-died, even by SIGKILL) it ends every process that carries the mark. A cluster joined by
---address is left as it was.
+died, even by SIGKILL) it ends every process that carries the mark (on Linux: it reads /proc;
+elsewhere Ray's own shutdown is all there is). A cluster joined by --address is left as it was.
+SIGTERM (`kill PID`) stops a sweep as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -203,8 +204,8 @@ class Session:
                                            start_new_session=True)
             os.environ[SESSION_VAR] = mark.split("=", 1)[1]
         n = start_ray(self.ray, address, workers)
-        # ray.init installed its own SIGTERM handler (printing a page of C++ stack, then the
-        # driver aborted, exit -6): ours again
+        # ray.init set its own SIGTERM handler, sys.exit(15) (a `kill PID` mid-sweep exited 1
+        # with no line, the trials killed mid-epoch): ours again
         self._on_term(_terminate)
         return n
 
