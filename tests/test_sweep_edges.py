@@ -419,3 +419,12 @@ def test_a_slip_of_millions_of_trials_is_one_line_not_a_hang(tmp_path, capsys, a
     """Every configuration is built and checked up front (~1.5 ms each): 10**8 draws or a
     10**6-point grid would spend hours there before saying anything."""
     assert "more than 100,000 is surely a slip" in refused(tmp_path / "s", args, capsys)
+
+
+def test_the_help_says_how_configurations_are_ranked_and_how_to_write_layer_widths(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert ("steps: solved ones first (solved: on more than half the seeds), by median env steps "
+            "to solve; then the unsolved ones by final mean return, highest first") in help_text
+    assert "hidden=32x32,64x64 (one-layer networks: hidden=32x,64x)" in help_text
