@@ -4,6 +4,7 @@ not be."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import gymnasium as gym
@@ -21,6 +22,10 @@ from pgnumpy.bench import main as bench_main
 from pgnumpy.errors import UserError
 from pgnumpy.evaluate import main as evaluate_main
 from pgnumpy.plot import main as plot_main
+from pgnumpy.rlhf.finetune import RLConfig
+from pgnumpy.rlhf.lm import LMConfig
+from pgnumpy.rlhf.pipeline import RLHFConfig
+from pgnumpy.rlhf.reward_model import RMConfig
 from pgnumpy.train import main as train_main
 
 TINY = ["--total-steps", "1024", "--num-envs", "4", "--steps-per-env", "32", "--hidden", "8",
@@ -83,13 +88,15 @@ def test_a_zero_width_space_is_refused(env_cls, what, tmp_path, capsys):
     assert not (tmp_path / "r" / "checkpoint.npz").exists()
 
 
-@pytest.mark.parametrize("cls", [PPOConfig, VPGConfig, TRPOConfig, SimplePGConfig])
+@pytest.mark.parametrize("cls", [PPOConfig, VPGConfig, TRPOConfig, SimplePGConfig, LMConfig,
+                                 RMConfig, RLConfig, RLHFConfig])
 def test_a_config_with_an_unknown_field_is_a_user_error(cls):
-    with pytest.raises(UserError, match=rf"{cls.__name__}: .*'foo'; its fields are env_id, "):
+    first = dataclasses.fields(cls)[0].name
+    with pytest.raises(UserError, match=rf"{cls.__name__}: .*'foo'; its fields are {first}, "):
         cls(foo=1)
     with pytest.raises(TypeError):  # still the TypeError Python code may expect
         cls(foo=1)
-    assert cls(seed=3).seed == 3
+    assert getattr(cls(**{first: getattr(cls(), first)}), first) == getattr(cls(), first)
 
 
 def test_the_api_refuses_what_is_not_a_path(tmp_path):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pgnumpy import kernels
-from pgnumpy.config import check_choice, check_int
+from pgnumpy.config import check_choice, check_int, user_config
 from pgnumpy.errors import UserError
 from pgnumpy.objectives import normalize, ppo_clip_loss, value_loss
 from pgnumpy.optim import Adam, clip_grad_norm
@@ -41,6 +41,7 @@ from pgnumpy.rlhf.lm import TinyLM, WindowNet, token_mask, windows
 from pgnumpy.rlhf.reward_model import RewardModel
 
 
+@user_config
 @dataclass
 class RLConfig:
     """iterations: PPO iterations; batch: sentences sampled per iteration; max_len: the length

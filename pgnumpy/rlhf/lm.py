@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pgnumpy.config import check_hidden, check_int, check_range, plain
+from pgnumpy.config import check_hidden, check_int, check_range, plain, user_config
 from pgnumpy.distributions import Categorical
 from pgnumpy.errors import UserError
 from pgnumpy.nn import MLP, Embedding, mlp_size
@@ -145,6 +145,7 @@ class TinyLM(WindowNet):
         return buf[:, k:]
 
 
+@user_config
 @dataclass
 class LMConfig:
     """Pretraining. context: k, the window; corpus / heldout: sentences from the grammar."""

@@ -42,7 +42,7 @@ import numpy as np
 
 from pgnumpy import rundir
 from pgnumpy.checkpoint import read_npz
-from pgnumpy.config import check_choice, check_int, check_range, plain
+from pgnumpy.config import check_choice, check_int, check_range, plain, user_config
 from pgnumpy.errors import UserError
 from pgnumpy.fileio import atomic_write, check_no_symlink, deferred_sigint
 from pgnumpy.rlhf.dpo import dpo_finetune
@@ -66,6 +66,7 @@ BETA_MAX = 1e3  # the RM is normalised to std 1 (RLHF.9): at beta 1000 one nat o
 CONFIG_KEYS = ("seed", "lm", "rm", "rl", "sweep_betas")
 
 
+@user_config
 @dataclass
 class RLHFConfig:
     """seed: every stage's random stream derives from it; sweep_betas: extra RL runs (fixed

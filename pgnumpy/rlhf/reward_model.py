@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pgnumpy.config import check_int, check_range, plain
+from pgnumpy.config import check_int, check_range, plain, user_config
 from pgnumpy.errors import UserError
 from pgnumpy.optim import Adam
 from pgnumpy.rlhf.grammar import BOS, EOS, Grammar, gold_reward
@@ -112,6 +112,7 @@ def best_accuracy(p: np.ndarray) -> float:
     return float(np.maximum(p, 1.0 - p).mean())
 
 
+@user_config
 @dataclass
 class RMConfig:
     """pairs / heldout: labelled pairs for training / evaluation; temperature: the rater's noise
