@@ -212,3 +212,15 @@ def test_bad_usage_is_one_line_and_status_2(tmp_path):
         assert r.returncode == 2, argv
         assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") <= 2, r.stderr
     assert blocker.read_text() == "x"
+
+
+def test_an_escaped_underscore_in_a_text_command_renders_as_an_underscore():
+    """\\texttt{dr\\_grpo} (derivations/14) came out as the text "dr\\_grpo": the builder's
+    fix covered \\text only, and its leftover check did not see "\\_"."""
+    from pgnumpy.docs.build import tex_to_mathml
+
+    problems: list[str] = []
+    for tex in (r"\texttt{dr\_grpo}", r"\text{next\_val}", r"\mathrm{low\_var\_kl}"):
+        out = tex_to_mathml(tex, False, problems.append)
+        assert "\\_" not in out and "_" in out, out
+    assert problems == []

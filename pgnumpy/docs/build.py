@@ -639,15 +639,16 @@ def tex_to_mathml(tex: str, display: bool, problem) -> str:
     left visible (and reported), never dropped."""
     from latex2mathml.converter import convert
 
-    fixed = re.sub(r"\\text\{([^}]*)\}", lambda m: "\\text{" + m.group(1).replace("\\_", "_") + "}",
-                   tex)
+    # an escaped underscore inside a text command stays "\_" in latex2mathml's output
+    fixed = re.sub(r"(\\(?:text|texttt|textrm|mathrm|operatorname)\{)([^}]*)\}",
+                   lambda m: m.group(1) + m.group(2).replace("\\_", "_") + "}", tex)
     try:
         out = convert(fixed, display="block" if display else "inline")
     except Exception as e:  # latex2mathml raises its own exception types, and some bare ones
         problem(f"TeX that latex2mathml cannot convert ({type(e).__name__}: {e}): {tex[:80]}")
         return f"<span class='tex-error'>${html.escape(tex)}$</span>"
     out = out.replace(">\\{<", ">{<").replace(">\\}<", ">}<")
-    leftover = re.findall(r">([^<]*\\[A-Za-z]+[^<]*)<", out)
+    leftover = re.findall(r">([^<]*\\(?:[A-Za-z]+|_)[^<]*)<", out)
     if leftover:
         problem(f"TeX left unconverted: {leftover[0][:60]} in {tex[:80]}")
     return out
