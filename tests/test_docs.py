@@ -216,11 +216,12 @@ def test_bad_usage_is_one_line_and_status_2(tmp_path):
 
 def test_an_escaped_underscore_in_a_text_command_renders_as_an_underscore():
     """\\texttt{dr\\_grpo} (derivations/14) came out as the text "dr\\_grpo": the builder's
-    fix covered \\text only, and its leftover check did not see "\\_"."""
+    fix covered \\text only, and its leftover check did not see "\\_". Text-mode commands
+    only: in \\mathrm, _ is a subscript."""
     from pgnumpy.docs.build import tex_to_mathml
 
     problems: list[str] = []
-    for tex in (r"\texttt{dr\_grpo}", r"\text{next\_val}", r"\mathrm{low\_var\_kl}"):
+    for tex in (r"\texttt{dr\_grpo}", r"\text{next\_val}", r"\textrm{low\_var\_kl}"):
         out = tex_to_mathml(tex, False, problems.append)
         assert "\\_" not in out and "_" in out, out
     assert problems == []

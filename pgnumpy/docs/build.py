@@ -640,7 +640,7 @@ def tex_to_mathml(tex: str, display: bool, problem) -> str:
     from latex2mathml.converter import convert
 
     # an escaped underscore inside a text command stays "\_" in latex2mathml's output
-    fixed = re.sub(r"(\\(?:text|texttt|textrm|mathrm|operatorname)\{)([^}]*)\}",
+    fixed = re.sub(r"(\\(?:text|texttt|textrm|textsf|textit|textbf)\{)([^}]*)\}",
                    lambda m: m.group(1) + m.group(2).replace("\\_", "_") + "}", tex)
     try:
         out = convert(fixed, display="block" if display else "inline")
