@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import one_line
 
 from pgnumpy import bench
 from pgnumpy.bench import Timed, Tree, report
@@ -23,13 +24,6 @@ from pgnumpy.bench import main as bench_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--seeds", "1", "--repeats", "1", "--total-steps", "1024", "--target", "inf"]
-
-
-def one_line(code: int, capsys, expect: int = 2) -> str:
-    err = capsys.readouterr().err.strip()
-    assert code == expect, err
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    return err
 
 
 @pytest.fixture

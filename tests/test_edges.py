@@ -10,6 +10,7 @@ import os
 import gymnasium as gym
 import numpy as np
 import pytest
+from cli_helpers import one_line
 
 from pgnumpy import evaluate
 from pgnumpy.algos.ppo import PPOConfig
@@ -30,13 +31,6 @@ from pgnumpy.train import main as train_main
 
 TINY = ["--total-steps", "1024", "--num-envs", "4", "--steps-per-env", "32", "--hidden", "8",
         "--quiet", "--target-return", "inf"]
-
-
-def one_line(code: int, capsys, expect: int = 2) -> str:
-    err = capsys.readouterr().err.strip()
-    assert code == expect, err
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    return err
 
 
 @pytest.fixture(scope="module")

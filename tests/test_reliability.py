@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import copy_run, one_line
 
 from pgnumpy import cli
 from pgnumpy.algos import load_checkpoint, ppo, simple_pg, vpg
@@ -33,13 +34,6 @@ TINY = ["--total-steps", "1024", "--num-envs", "4", "--steps-per-env", "32", "--
         "--quiet"]
 
 
-def one_line(code: int, capsys, expect: int = 2) -> str:
-    err = capsys.readouterr().err.strip()
-    assert code == expect, err
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    return err
-
-
 def digest(run: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(run.iterdir())}
 
@@ -49,13 +43,6 @@ def small_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "r"
     assert train_main([*TINY, "--out", str(run)]) == 0
     return run
-
-
-def copy_run(src: Path, dst: Path) -> Path:
-    dst.mkdir()
-    for p in src.iterdir():
-        (dst / p.name).write_bytes(p.read_bytes())
-    return dst
 
 
 def edit_checkpoint(run: Path, edit) -> dict:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import copy_run, one_line
 
 from pgnumpy import rundir
 from pgnumpy.algos import load_checkpoint
@@ -24,25 +25,11 @@ TINY = ["--total-steps", "1024", "--num-envs", "4", "--steps-per-env", "32", "--
         "--quiet", "--target-return", "inf"]
 
 
-def one_line(code: int, capsys, expect: int = 2) -> str:
-    err = capsys.readouterr().err.strip()
-    assert code == expect, err
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    return err
-
-
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "r"
     assert train_main([*TINY, "--out", str(run)]) == 0
     return run
-
-
-def copy_run(src: Path, dst: Path) -> Path:
-    dst.mkdir()
-    for p in src.iterdir():
-        (dst / p.name).write_bytes(p.read_bytes())
-    return dst
 
 
 def test_a_directory_of_the_users_files_is_refused_and_untouched(tmp_path, capsys):
