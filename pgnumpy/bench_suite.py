@@ -13,10 +13,11 @@ env has none it runs the preset's whole budget. After training, each seed's fina
 100 episodes with greedy actions (RL-Zoo's measure: deterministic evaluation), env seeds
 10_000 + 100 * seed + k. The table: seeds that reached the bar, the median env steps and training
 seconds to it (or the median final training return at the budget), the greedy return's mean +-
-std over all seeds' episodes and its worst seed, and Zoo's PPO figure. OUT/ENV/learning_curves.png
-is the sweep's figure (every seed's curve). Then the throughput table for CartPole-v1
-(gymnax-blines' layout): seconds per 1M env steps with random actions, with the policy acting,
-and for PPO's whole training, at the default num_envs.
+std over all seeds' episodes and its worst seed, and Zoo's PPO figure. OUT/ENV/seeds.png
+draws every seed's learning curve and the bar (OUT/ENV/learning_curves.png is the sweep's).
+Then the throughput table for CartPole-v1 (gymnax-blines' layout): seconds per 1M env steps
+with random actions, with the policy acting, and for PPO's whole training, at the default
+num_envs.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ ZOO_PPO: dict[str, tuple[float, int]] = {
     "Swimmer-v5": (282.0, 1_000_000),
 }
 EVAL_EPISODES = 100
+THROUGHPUT_STEPS = 200_000  # PPO's training budget in the throughput table (CartPole-v1)
 
 
 def bar(env_id: str) -> tuple[float, bool]:
@@ -59,12 +61,45 @@ def bar(env_id: str) -> tuple[float, bool]:
     return math.inf, False
 
 
-def greedy_returns(run_dir: str, seed: int, episodes: int = EVAL_EPISODES) -> list[float]:
+def greedy_returns(run_dir: str, seed: int, episodes: int | None = None) -> list[float]:
     from pgnumpy.api import load
     from pgnumpy.evaluate import run_episodes
 
-    returns, _ = run_episodes(load(run_dir), episodes, seed=10_000 + 100 * seed)
+    returns, _ = run_episodes(load(run_dir), episodes or EVAL_EPISODES, seed=10_000 + 100 * seed)
     return returns
+
+
+def draw_seeds(env_id: str, run_dirs: list[tuple[int, str]], target: float, path: Path) -> None:
+    """Every seed's learning curve to its own end (the sweep's figure bands the seeds over the
+    range all of them ran, which hides the last steps of the longer runs), and the bar."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pgnumpy.fileio import atomic_write
+    from pgnumpy.plot import read_run
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for seed, d in run_dirs:
+        _, cols = read_run(Path(d))
+        for ax, xkey in zip(axes, ("env_steps", "wall_s")):
+            ax.plot(cols[xkey], cols["ep_return_mean"], label=f"seed {seed}", lw=1.2)
+    for ax, xlabel in zip(axes, ("env steps", "training seconds (1 worker)")):
+        if math.isfinite(target):
+            ax.axhline(target, color="k", ls="--", lw=0.8, label=f"bar {target:g}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("mean return, last 100 episodes")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"PPO preset on {env_id}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
 
 
 def suite_row(env_id: str, seeds: int, out: Path, workers: int) -> dict:
@@ -76,6 +111,7 @@ def suite_row(env_id: str, seeds: int, out: Path, workers: int) -> dict:
     if result.failed:
         raise UserError(f"{env_id}: {result.failed} trial(s) failed; see {out}/trials/*/trial.json")
     records = sorted(((t.seed, t.run_dir, t.record) for t in result.trials), key=lambda x: x[0])
+    draw_seeds(env_id, [(s, str(d)) for s, d, _ in records], target, out / "seeds.png")
     evals = {s: greedy_returns(str(d), s) for s, d, _ in records}
     if stops:
         reached = [r for _, _, r in records if r["solved_steps"] is not None]
@@ -112,11 +148,11 @@ def format_row(r: dict) -> str:
 
 
 HEADER = ("| env | bar | seeds reaching it | median env steps to it | median training s to it "
-          f"| greedy return, {EVAL_EPISODES} episodes a seed: mean ± std | RL-Zoo PPO |\n"
+          "| greedy return, {episodes} episodes a seed: mean ± std | RL-Zoo PPO |\n"
           "|---|---|---|---|---|---|---|")
 
 
-def throughput(seconds: float = 2.0, steps: int = 200_000) -> str:
+def throughput(seconds: float = 2.0, steps: int | None = None) -> str:
     """gymnax-blines' table for CartPole-v1: seconds per 1M env steps (random actions; the
     policy acting; PPO's whole training, a fixed budget of `steps` run through pgnumpy.sweep
     with one worker), at the default config's num_envs."""
@@ -126,6 +162,7 @@ def throughput(seconds: float = 2.0, steps: int = 200_000) -> str:
     from pgnumpy.sweep import run_sweep
     from pgnumpy.train import parse_args
 
+    steps = THROUGHPUT_STEPS if steps is None else steps
     _, cfg, _ = parse_args([])
     bare, acting = env_rates(cfg, seconds)
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,10 +184,10 @@ def run_suite(envs: list[str], seeds: int, out: Path, workers: int) -> None:
     print("\nPPO presets, seeds 0-{}, {} worker(s){}".format(
         seeds - 1, workers, "" if workers == 1 else " (times measured with trials sharing the "
         "cores: compare returns only)"))
-    print(HEADER)
+    print(HEADER.format(episodes=EVAL_EPISODES))
     for r in rows:
         print(format_row(r))
-    print("learning curves: " + ", ".join(str(out / e / "learning_curves.png") for e in envs))
+    print("learning curves, every seed: " + ", ".join(str(out / e / "seeds.png") for e in envs))
     print("\n" + throughput())
     sys.stdout.flush()
 

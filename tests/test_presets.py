@@ -139,7 +139,9 @@ def test_a_missing_extra_is_one_line_naming_pgnumpys_extra(env_id, module, extra
 # normalisers, log_std_init, network sizes) on the real env. Skipped, saying why, without the extra.
 FAMILIES = [
     ("classic control, discrete", "Acrobot-v1", None),
+    ("classic control, discrete", "MountainCar-v0", None),
     ("classic control, continuous", "MountainCarContinuous-v0", None),
+    ("Box2D", "LunarLander-v3", "Box2D"),
     ("MuJoCo", "HalfCheetah-v5", "mujoco"),
 ]
 
@@ -189,3 +191,60 @@ def test_ppo_starts_its_gaussian_policy_at_log_std_init(log_std_init, monkeypatc
     assert np.all(start[policy.n_net:] == np.float32(log_std_init))
     fresh = api.build_policy(dataclasses.asdict(cfg))
     assert np.all(fresh.log_std == np.float32(log_std_init))
+
+
+# ----------------------------------------------------------------------- bench --suite
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--envs", "NoSuchEnv-v0"], "--envs takes preset env ids (CartPole-v1, "),
+    (["--envs", ","], "--envs takes preset env ids"),
+    (["--seeds", "0"], "--seeds and --workers must be >= 1, got 0, 1"),
+    (["--workers", "0"], "--seeds and --workers must be >= 1, got 5, 0"),
+])
+def test_suite_bad_input_is_one_line_before_any_run(argv, message, tmp_path, capsys):
+    from pgnumpy.bench import main as bench_main
+
+    code = bench_main(["--suite", *argv, "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "s").exists()
+
+
+def test_suite_bars_are_the_issues():
+    from pgnumpy.bench_suite import bar
+
+    assert bar("Acrobot-v1") == (-100.0, True)
+    assert bar("MountainCar-v0") == (-110.0, True)
+    assert bar("MountainCarContinuous-v0") == (90.0, True)
+    assert bar("LunarLander-v3") == (200.0, True)
+    assert bar("LunarLanderContinuous-v3") == (200.0, True)
+    assert bar("Hopper-v5") == (2410.0, False)  # Zoo's return, not gymnasium's 3800
+    assert bar("Pendulum-v1") == (-172.2, False)
+
+
+def test_suite_prints_one_row_per_env_from_its_sweep(tmp_path, capsys, monkeypatch):
+    """End to end on the cheapest preset, 1 seed, 3 evaluation episodes, a 4k-step throughput
+    run: the row's figures are those of the trial the sweep wrote."""
+    import json
+
+    from pgnumpy import bench_suite
+    from pgnumpy.bench import main as bench_main
+
+    monkeypatch.setattr(bench_suite, "EVAL_EPISODES", 3)
+    monkeypatch.setattr(bench_suite, "THROUGHPUT_STEPS", 4096)
+    code = bench_main(["--suite", "--envs", "Acrobot-v1", "--seeds", "1",
+                       "--out", str(tmp_path / "s")])
+    out = capsys.readouterr().out
+    assert code == 0
+    (trial,) = (tmp_path / "s" / "Acrobot-v1" / "trials").iterdir()
+    rec = json.loads((trial / "trial.json").read_text())
+    row = next(line for line in out.splitlines() if line.startswith("| Acrobot-v1 |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[1] == "-100 (threshold)"
+    assert cells[2] == ("1/1" if rec["solved_steps"] is not None else "0/1")
+    if rec["solved_steps"] is not None:
+        assert cells[3] == f"{rec['solved_steps']:,}" and cells[4] == f"{rec['solved_s']:.1f}"
+    assert cells[6] == "-73.5 @ 1,000,000"
+    assert (tmp_path / "s" / "Acrobot-v1" / "seeds.png").exists()
+    assert "| seconds per 1M env steps |" in out and "num_envs = 32" in out
