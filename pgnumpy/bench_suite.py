@@ -136,13 +136,17 @@ def suite_row(env_id: str, seeds: int, out: Path, workers: int) -> dict:
 
 def format_row(r: dict) -> str:
     what = "threshold" if r["stops"] else "Zoo, greedy"
+    if not math.isfinite(r["bar"]):  # no threshold and no Zoo figure (HalfCheetah): returns only
+        bar_cell, reached = "none", "-"
+    else:
+        bar_cell, reached = f"{r['bar']:g} ({what})", f"{r['reached']}/{r['seeds']}"
     if r["stops"] and r["steps"] is not None:
         to_bar = f"{r['steps']:,.0f} | {r['seconds']:.1f}"
     else:
         to_bar = (f"- (final {r['final']:.1f} at {r['budget_steps']:,.0f}) | "
                   f"{r['budget_s']:.1f} for the budget")
     zoo = f"{r['zoo'][0]:g} @ {r['zoo'][1]:,}" if r["zoo"] else "-"
-    return (f"| {r['env']} | {r['bar']:g} ({what}) | {r['reached']}/{r['seeds']} | {to_bar} | "
+    return (f"| {r['env']} | {bar_cell} | {reached} | {to_bar} | "
             f"{r['eval_mean']:.1f} ± {r['eval_std']:.1f} (worst seed {r['eval_worst']:.1f}) | "
             f"{zoo} |")
 

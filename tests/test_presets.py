@@ -142,6 +142,7 @@ FAMILIES = [
     ("classic control, discrete", "MountainCar-v0", None),
     ("classic control, continuous", "MountainCarContinuous-v0", None),
     ("Box2D", "LunarLander-v3", "Box2D"),
+    ("Box2D", "LunarLanderContinuous-v3", "Box2D"),
     ("MuJoCo", "HalfCheetah-v5", "mujoco"),
 ]
 

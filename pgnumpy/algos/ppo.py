@@ -164,6 +164,25 @@ PRESETS: dict[str, dict] = {
         norm_obs=True,
         norm_rew=True,
     ),
+    # LunarLanderContinuous: LunarLander's preset as it is (Zoo too uses one setting for both):
+    # sweep --set (it) --grid log_std_init=-0.5,0 --seeds 2: -0.5 (the default) reached 200 at
+    # 298,046 and 326,856 steps; the 0 pair was stopped before it ran (time). Seeds 0-4 (bench
+    # --suite): 5/5 reach 200, median 314,662 steps, 78.6 s.
+    "LunarLanderContinuous-v3": dict(
+        env_id="LunarLanderContinuous-v3",
+        hidden=(64, 64),
+        num_envs=16,
+        steps_per_env=256,
+        total_steps=1_000_000,
+        update_epochs=4,
+        minibatches=16,
+        gamma=0.999,
+        lam=0.98,
+        lr=1e-3,
+        ent_coef=0.0,
+        norm_obs=True,
+        norm_rew=True,
+    ),
     # MountainCarContinuous: no exploration aid needed once observations and rewards are
     # normalised and gamma is 0.999 (the goal's +100 is ~100-200 steps away): 5/5 seeds reach 90
     # in a median 9,444 env steps, 1.0 s (docs/presets.md: the search, with log_std_init -0.5 to 1)
