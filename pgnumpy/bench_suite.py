@@ -197,14 +197,15 @@ def run_suite(envs: list[str], seeds: int, out: Path, workers: int) -> None:
 
 
 def suite_envs(text: str | None) -> list[str]:
-    from pgnumpy.algos.ppo import PRESETS
+    from pgnumpy.algos.ppo import PRESETS, PPOConfig
 
+    tuned = [PPOConfig.env_id, *PRESETS]  # CartPole's settings are the dataclass defaults
     if text is None:
-        return list(PRESETS)
+        return tuned
     envs = [e.strip() for e in text.split(",") if e.strip()]
-    unknown = [e for e in envs if e not in PRESETS]
+    unknown = [e for e in envs if e not in tuned]
     if not envs or unknown:
-        raise UserError(f"--envs takes preset env ids ({', '.join(PRESETS)}); got "
+        raise UserError(f"--envs takes preset env ids ({', '.join(tuned)}); got "
                         f"{', '.join(unknown) or repr(text)}")
     return envs
 
