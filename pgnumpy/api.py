@@ -106,7 +106,8 @@ def build_policy(config: dict, seed: int | None = None):
     init_rng, _ = np.random.default_rng(config["seed"] if seed is None else seed).spawn(2)
     if isinstance(act_space, gym.spaces.Box):
         return GaussianPolicy(obs_space.shape[0], act_space.shape[0], config["hidden"],
-                              config["activation"], rng=init_rng, dtype=np.float32)
+                              config["activation"], rng=init_rng, dtype=np.float32,
+                              log_std_init=config.get("log_std_init", -0.5))
     return CategoricalPolicy(obs_space.shape[0], int(act_space.n), config["hidden"],
                              config["activation"], rng=init_rng, dtype=np.float32)
 

@@ -5,6 +5,7 @@
     python -m pgnumpy.bench --algo vpg --seeds 3
     python -m pgnumpy.bench --algo trpo                      # + where TRPO's time goes
     python -m pgnumpy.bench --compare HEAD~1 --seeds 2       # this tree vs a revision, ratios
+    python -m pgnumpy.bench --suite                          # every PPO preset vs RL-Zoo
 
 For each seed it trains as `python -m pgnumpy.train` does (the CLI's defaults and the env's
 preset, a run directory with its checkpoints as the CLI writes them, here a temporary one),
@@ -329,6 +330,11 @@ def report(runs: list[Timed], trees: list[Tree]) -> None:
 
 
 def _main(argv: list[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--suite" in argv:  # every preset, one table beside RL-Zoo: pgnumpy/bench_suite.py
+        from pgnumpy import bench_suite
+
+        return bench_suite.main(argv)
     p = cli.ArgumentParser(prog="python -m pgnumpy.bench", description=__doc__.splitlines()[0])
     p.add_argument("--algo", default="ppo", choices=list(ALGOS))
     p.add_argument("--env", default="CartPole-v1")

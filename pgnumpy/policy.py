@@ -152,7 +152,8 @@ class GaussianPolicy:
         dkl: np.ndarray | None = None,
         old: DiagGaussian | None = None,
     ) -> np.ndarray:
-        """As CategoricalPolicy.backward, through (mean, log_std) instead of logits (POL.1)."""
+        """As CategoricalPolicy.backward, through (mean, log_std) instead of logits (POL.1);
+        log_std, shared by every sample, gets the sum over the batch (GAU.7)."""
         g_mean, g_log_std = dist.log_prob_grad(act)  # (GAU.2)
         d_mean, d_log_std = dlogp[:, None] * g_mean, dlogp[:, None] * g_log_std
         if dent:
@@ -187,13 +188,15 @@ class GaussianPolicy:
 
 
 def make_policy(env: gym.vector.VectorEnv, hidden: Sequence[int], activation: str, *,
-                rng: np.random.Generator, dtype=np.float32):
-    """The policy class the env's action space calls for (rollout.check_env has vetted it)."""
+                rng: np.random.Generator, dtype=np.float32, log_std_init: float = -0.5):
+    """The policy class the env's action space calls for (rollout.check_env has vetted it);
+    `log_std_init` is a Gaussian policy's initial log std (unused by a categorical one)."""
     obs_dim = env.single_observation_space.shape[0]
     space = env.single_action_space
     if isinstance(space, gym.spaces.Discrete):
         return CategoricalPolicy(obs_dim, int(space.n), hidden, activation, rng=rng, dtype=dtype)
-    return GaussianPolicy(obs_dim, space.shape[0], hidden, activation, rng=rng, dtype=dtype)
+    return GaussianPolicy(obs_dim, space.shape[0], hidden, activation, rng=rng, dtype=dtype,
+                          log_std_init=log_std_init)
 
 
 class ValueCritic:

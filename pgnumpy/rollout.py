@@ -62,6 +62,21 @@ def env_spec(env_id: str):
         raise UserError(f"unknown env id {env_id!r}: {e}") from None
 
 
+# gymnasium's env families whose dependencies are one of pgnumpy's extras (pyproject.toml)
+EXTRAS = {"gymnasium.envs.box2d.": "box2d", "gymnasium.envs.mujoco.": "mujoco"}
+
+
+def install_hint(spec, error: Exception) -> str:
+    """What to install for an env whose dependency is missing: pgnumpy's extra where the env's
+    family has one (gymnasium's own advice for Box2D, `pip install swig` first, is not needed
+    with the box2d wheel), else gymnasium's message."""
+    entry = spec.entry_point if isinstance(spec.entry_point, str) else ""
+    extra = next((x for prefix, x in EXTRAS.items() if entry.startswith(prefix)), None)
+    if extra is None:
+        return str(error)
+    return f'pip install -e ".[{extra}]" (pgnumpy\'s {extra} extra; {type(error).__name__})'
+
+
 def make_env(env_id: str, num_envs: int = 1) -> gym.vector.VectorEnv:
     """A vector env: gymnasium's numpy-vectorised one where the env has it, else SyncVectorEnv."""
     if not isinstance(num_envs, int) or num_envs < 1:
@@ -71,7 +86,7 @@ def make_env(env_id: str, num_envs: int = 1) -> gym.vector.VectorEnv:
     try:
         env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
     except (gym.error.DependencyNotInstalled, ImportError) as e:
-        raise UserError(f"env {env_id!r} needs an extra package: {e}") from None
+        raise UserError(f"env {env_id!r} needs an extra package: {install_hint(spec, e)}") from None
     except Exception as e:  # a user's env that fails to build: say which, in one line
         raise UserError(f"env {env_id!r} could not be created: {type(e).__name__}: {e}") from None
     env.pgnumpy_id = env_id  # named in the errors a misbehaving env gets

@@ -142,6 +142,18 @@ def parse_args(argv: list[str] | None) -> tuple[str, object, argparse.Namespace]
     return algo, cfg, args
 
 
+def preset_note(algo: str, env_id: str) -> str | None:
+    """The line a run prints at its start when `env_id` has no tuned preset for `algo`: the
+    defaults were tuned for CartPole-v1 and often fail elsewhere (LunarLander-v3 peaks near +16
+    and falls back below -100 with them), so a user should know they are not tuned settings."""
+    cfg_cls, _ = ALGOS[algo]
+    module = sys.modules[cfg_cls.__module__]
+    if env_id == cfg_cls.env_id or env_id in getattr(module, "PRESETS", {}):
+        return None
+    return (f"no tuned preset for {env_id}: using CartPole's defaults (see PRESETS in "
+            f"{cfg_cls.__module__} and docs/presets.md for the tuned envs)")
+
+
 def plot_learning_curve(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -314,6 +326,9 @@ def _main(argv: list[str] | None) -> int:
                 return 0
             return _train(algo, cfg, out, resume, quiet, plot, run_dir)
     algo, cfg, args = parse_args(argv)
+    note = preset_note(algo, cfg.env_id)
+    if note is not None:  # stdout: stderr stays the one line of an error
+        print(note, flush=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or f"runs/{algo}-{cfg.env_id}-seed{cfg.seed}-{stamp}")
     return _train(algo, cfg, out, None, args.quiet, args.plot, None)

@@ -192,3 +192,31 @@ def test_a_gaussian_distribution_kept_as_old_does_not_move_with_the_parameters()
     new, _ = pol.dist(obs)
     np.testing.assert_array_equal(old.log_std, -0.5)
     np.testing.assert_allclose(old.kl(new), 2 * (1.0 + np.exp(-2.0) / 2 - 0.5), rtol=1e-12)
+
+
+@pytest.mark.parametrize("log_std_init", [-5.0, -3.0, -0.5, 0.0, 1.0, 2.0])
+def test_gaussian_gradient_at_every_initial_log_std(log_std_init):
+    """(GAU.7): the policy starts at log_std_init, and the PPO-clip surrogate's gradient in [MLP
+    params, log_std] there matches central differences, with actions drawn from the policy (z ~
+    N(0, 1) at every initial scale, as in training)."""
+    from pgnumpy.objectives import ppo_clip_loss
+
+    rng = np.random.default_rng(7)
+    pol = GaussianPolicy(3, 2, [5], rng=rng, dtype=np.float64, log_std_init=log_std_init)
+    assert np.all(pol.log_std == log_std_init)
+    obs = rng.normal(size=(16, 3))
+    act, logp_old = pol.act(obs, rng)
+    # a step of the mean's parameters on the scale of sigma: some ratios inside the clip, some out
+    pol.params[: pol.n_net] += rng.normal(0, 0.3 * np.exp(log_std_init), pol.n_net)
+    adv = rng.normal(size=16)
+
+    def loss(_):
+        d, _ = pol.dist(obs)
+        return ppo_clip_loss(d.log_prob(act), logp_old, adv, 0.2)[0]
+
+    dist, cache = pol.dist(obs)
+    _, dlogp, info = ppo_clip_loss(dist.log_prob(act), logp_old, adv, 0.2)
+    assert 0 < info["clip_frac"] < 1
+    g = pol.backward(cache, dist, act, dlogp)
+    assert norm_rel_error(g, numeric_gradient(with_params(pol.params, lambda: loss(None)),
+                                              pol.params)) < TOL
