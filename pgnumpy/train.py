@@ -211,18 +211,13 @@ BUDGET_FLAGS = {"total_steps": "--total-steps", "epochs": "--epochs",
 
 def holds_legacy_run(path: Path) -> bool:
     """A run directory a pgnumpy older than the run marker wrote: a config.json naming one of our
-    algorithms, or a checkpoint.npz that reads as ours (read as JSON and npz without pickle:
-    nothing in the directory is executed)."""
+    algorithms, or a checkpoint.npz (read as JSON, or not at all: nothing in the directory is
+    executed; --resume then reads the checkpoint and says what, if anything, is wrong with it)."""
     try:
         saved = json.loads((path / "config.json").read_text())
         return isinstance(saved, dict) and saved.get("algo") in ALGOS
     except (OSError, ValueError):
-        pass
-    try:
-        load_checkpoint(path)
-    except UserError as e:  # damaged, but a pgnumpy checkpoint: resume says what is wrong
-        return "checkpoint" in str(e) and (path / "checkpoint.npz").is_file()
-    return True
+        return (path / "checkpoint.npz").is_file() and not (path / "checkpoint.npz").is_symlink()
 
 
 def claim_run(out: Path) -> rundir.RunDir:
@@ -237,9 +232,7 @@ def start_fresh(out: Path, config: dict) -> None:
     can be lost, so it starts over."""
     refuse_a_run(out)
     check_run_files(out)
-    progress = out / "progress.csv"
-    check_no_symlink(progress)
-    progress.unlink(missing_ok=True)  # a row or two of a start that never reached its checkpoint
+    (out / "progress.csv").unlink(missing_ok=True)  # rows of a start that had no checkpoint
     atomic_write(out / "config.json", json.dumps(config, indent=2) + "\n")
 
 
