@@ -145,6 +145,7 @@ FAMILIES = [
     ("Box2D", "LunarLanderContinuous-v3", "Box2D"),
     ("MuJoCo", "HalfCheetah-v5", "mujoco"),
     ("MuJoCo", "Swimmer-v5", "mujoco"),
+    ("MuJoCo", "Hopper-v5", "mujoco"),
 ]
 
 
@@ -223,6 +224,7 @@ def test_suite_bars_are_the_issues():
     assert bar("LunarLanderContinuous-v3") == (200.0, True)
     assert bar("Hopper-v5") == (2410.0, False)  # Zoo's return, not gymnasium's 3800
     assert bar("Swimmer-v5") == (282.0, False)  # Zoo's return, not gymnasium's 360
+    assert bar("Hopper-v5") == (2410.0, False)
     assert bar("Pendulum-v1") == (-172.2, False)
 
 
