@@ -103,6 +103,11 @@ from pgnumpy.rollout import Runner, collect, make_env
 # 512 steps, 32 minibatches, gamma 0.9, needed ~108k and ~3x the time). Reward scaling is the
 # largest single gain: without it no variant tried got under ~3.2 s. total_steps sets how fast lr
 # anneals: 150k made seeds fail.
+# The MuJoCo presets' shared layout: a 2048-step batch from 4 envs x 512, 10 epochs x 32
+# minibatches, (64, 64) nets, lr 3e-4, observations and rewards normalised, 1M steps.
+_MUJOCO = dict(hidden=(64, 64), num_envs=4, steps_per_env=512, total_steps=1_000_000,
+               update_epochs=10, minibatches=32, lr=3e-4, norm_obs=True, norm_rew=True)
+
 PRESETS: dict[str, dict] = {
     "Pendulum-v1": dict(
         env_id="Pendulum-v1",
@@ -203,38 +208,12 @@ PRESETS: dict[str, dict] = {
     # MuJoCo (pip install -e ".[mujoco]"): CleanRL's ppo_continuous_action settings, but the
     # 2048 steps of a batch from 4 envs x 512 rather than 1 x 2048: acting on 4 observations at
     # once costs about what acting on 1 does, which took ~1M steps/160 s -> ~84 s here
-    "HalfCheetah-v5": dict(
-        env_id="HalfCheetah-v5",
-        hidden=(64, 64),
-        num_envs=4,
-        steps_per_env=512,
-        total_steps=1_000_000,
-        update_epochs=10,
-        minibatches=32,
-        gamma=0.99,
-        lam=0.95,
-        lr=3e-4,
-        norm_obs=True,
-        norm_rew=True,
-    ),
+    "HalfCheetah-v5": dict(_MUJOCO, env_id="HalfCheetah-v5", gamma=0.99, lam=0.95),
     # Hopper: HalfCheetah's settings as they are (Zoo's own translation, 256x256 ReLU, lr 9.8e-5,
     # log_std -2, reached greedy 1033.5 / 1027.2 at seeds 0, 1). Seeds 0-4 after 1M steps, greedy
     # over 100 episodes each (bench_suite.greedy_returns): 3613.3 / 3374.2 / 3584.9 / 3072.7 (std
     # 592.2, worst episode 2044.1) / 3359.5; Zoo 2410.
-    "Hopper-v5": dict(
-        env_id="Hopper-v5",
-        hidden=(64, 64),
-        num_envs=4,
-        steps_per_env=512,
-        total_steps=1_000_000,
-        update_epochs=10,
-        minibatches=32,
-        gamma=0.99,
-        lam=0.95,
-        lr=3e-4,
-        norm_obs=True,
-        norm_rew=True,
-    ),
+    "Hopper-v5": dict(_MUJOCO, env_id="Hopper-v5", gamma=0.99, lam=0.95),
     # Swimmer: RL-Zoo's gamma 0.9999 on HalfCheetah's layout, with GAE lambda 0.99 (Zoo: 0.95),
     # rewards scaled too and log_std_init 0.5. Zoo's translation (lam 0.95, rewards unscaled,
     # log_std -0.5; no time feature) stalls in the ~100 gait: greedy 88.7 / 95.7 (seeds 0, 1).
@@ -242,21 +221,7 @@ PRESETS: dict[str, dict] = {
     # breaks out: a 100-episode training mean of 354.8 (lr 3e-4) and 358.6 (lr 1e-3) at 1M
     # (docs/presets.md: the searches). Seeds 0-4 (bench --suite --envs Swimmer-v5 --workers 2):
     # greedy 357.0 / 357.6 / 357.6 / 358.7 / 355.8 (100 episodes each; Zoo 282) after 1M steps.
-    "Swimmer-v5": dict(
-        env_id="Swimmer-v5",
-        hidden=(64, 64),
-        num_envs=4,
-        steps_per_env=512,
-        total_steps=1_000_000,
-        update_epochs=10,
-        minibatches=32,
-        gamma=0.9999,
-        lam=0.99,
-        lr=3e-4,
-        log_std_init=0.5,
-        norm_obs=True,
-        norm_rew=True,
-    ),
+    "Swimmer-v5": dict(_MUJOCO, env_id="Swimmer-v5", gamma=0.9999, lam=0.99, log_std_init=0.5),
 }
 
 
