@@ -69,7 +69,8 @@ def greedy_returns(run_dir: str, seed: int, episodes: int | None = None) -> list
     return returns
 
 
-def draw_seeds(env_id: str, run_dirs: list[tuple[int, str]], target: float, path: Path) -> None:
+def draw_seeds(env_id: str, run_dirs: list[tuple[int, str]], target: float, path: Path,
+               workers: int = 1) -> None:
     """Every seed's learning curve to its own end (the sweep's figure bands the seeds over the
     range all of them ran, which hides the last steps of the longer runs), and the bar."""
     import io
@@ -87,7 +88,9 @@ def draw_seeds(env_id: str, run_dirs: list[tuple[int, str]], target: float, path
         _, cols = read_run(Path(d))
         for ax, xkey in zip(axes, ("env_steps", "wall_s")):
             ax.plot(cols[xkey], cols["ep_return_mean"], label=f"seed {seed}", lw=1.2)
-    for ax, xlabel in zip(axes, ("env steps", "training seconds (1 worker)")):
+    seconds = "training seconds (1 worker)" if workers == 1 else \
+        f"training seconds ({workers} trials at a time)"
+    for ax, xlabel in zip(axes, ("env steps", seconds)):
         if math.isfinite(target):
             ax.axhline(target, color="k", ls="--", lw=0.8, label=f"bar {target:g}")
         ax.set_xlabel(xlabel)
@@ -111,7 +114,8 @@ def suite_row(env_id: str, seeds: int, out: Path, workers: int) -> dict:
     if result.failed:
         raise UserError(f"{env_id}: {result.failed} trial(s) failed; see {out}/trials/*/trial.json")
     records = sorted(((t.seed, t.run_dir, t.record) for t in result.trials), key=lambda x: x[0])
-    draw_seeds(env_id, [(s, str(d)) for s, d, _ in records], target, out / "seeds.png")
+    draw_seeds(env_id, [(s, str(d)) for s, d, _ in records], target, out / "seeds.png",
+               workers)
     evals = {s: greedy_returns(str(d), s) for s, d, _ in records}
     if stops:
         reached = [r for _, _, r in records if r["solved_steps"] is not None]
