@@ -23,7 +23,7 @@ from pgnumpy.checkpoint import check_obs_norm_dim
 from pgnumpy.errors import UserError
 from pgnumpy.logger import Logger
 from pgnumpy.normalize import ObsNorm
-from pgnumpy.policy import CategoricalPolicy, GaussianPolicy
+from pgnumpy.policy import CategoricalPolicy, GaussianPolicy, GSDEPolicy
 from pgnumpy.rollout import check_run_env, env_spec
 
 
@@ -104,6 +104,11 @@ def build_policy(config: dict, seed: int | None = None):
     """The policy network a config describes, freshly initialised (as training starts it)."""
     obs_space, act_space = _spaces(config["env_id"])
     init_rng, _ = np.random.default_rng(config["seed"] if seed is None else seed).spawn(2)
+    if isinstance(act_space, gym.spaces.Box) and config.get("sde", False):  # PPO's gSDE
+        return GSDEPolicy(obs_space.shape[0], act_space.shape[0], config["hidden"],
+                          config["activation"], rng=init_rng, dtype=np.float32,
+                          log_std_init=config.get("log_std_init", -0.5),
+                          sample_freq=config.get("sde_sample_freq", -1))
     if isinstance(act_space, gym.spaces.Box):
         return GaussianPolicy(obs_space.shape[0], act_space.shape[0], config["hidden"],
                               config["activation"], rng=init_rng, dtype=np.float32,

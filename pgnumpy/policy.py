@@ -187,14 +187,138 @@ class GaussianPolicy:
         return grad
 
 
+class GSDEPolicy:
+    """Generalized state-dependent exploration (gSDE, Raffin et al. 2021; SB3's `use_sde` with
+    full_std, no expln, learn_features=False): a Gaussian whose noise is a function of the state.
+
+    z(s) in R^h, the MLP's last hidden layer (the mean layer's input), drives both the mean
+    mu(s) = MLP(s) and the noise: each sub-env e holds a matrix W_e (h, D), W_e[j, i] ~
+    N(0, sigma[j, i]^2), and acts a = mu(s) + z(s)^T W_e (GAU.8). W_e is redrawn at the start of
+    every rollout (`begin_rollout`) and, with sample_freq = k > 0, every k of its act calls; so
+    within those k steps the exploration is a smooth function of the state, not i.i.d. jitter.
+    For the log-prob, a_i ~ N(mu_i, v_i), v_i(s) = sum_j z_j^2 sigma[j, i]^2, std_i =
+    sqrt(v_i + 1e-6): a DiagGaussian with a per-sample log_std(s) = log(v(s) + 1e-6) / 2. z is a
+    constant in v (SB3 detaches it): the variance's gradient reaches log_sigma only.
+
+    params = [MLP weights and biases, log_sigma (h, D) row-major]; log_sigma starts at
+    log_std_init. The noise matrices are acting state, not parameters: no checkpoint holds them.
+    """
+
+    EPS = 1e-6  # SB3's epsilon inside the std: keeps log_std(s) finite where z(s) = 0
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int],
+        activation: str = "tanh",
+        *,
+        rng: np.random.Generator,
+        dtype=np.float64,
+        log_std_init: float = -0.5,
+        sample_freq: int = -1,
+    ):
+        sizes = [obs_dim, *hidden, act_dim]
+        self.n_net = mlp_size(sizes)
+        self.n_feat = sizes[-2]  # h: the width of z(s)
+        self.params = np.zeros(self.n_net + self.n_feat * act_dim, dtype)
+        self.net = MLP(sizes, activation, rng=rng, dtype=dtype, out_gain=0.01,
+                       params=self.params[: self.n_net])
+        self.log_sigma = self.params[self.n_net :].reshape(self.n_feat, act_dim)
+        self.log_sigma[:] = log_std_init
+        self.sample_freq = sample_freq
+        self.noise: np.ndarray | None = None  # (N, h, D): W_e of each sub-env
+        self.steps = 0  # act calls since the noise was last drawn
+
+    def sample_noise(self, n: int, rng: np.random.Generator) -> None:
+        """Draw W_e[j, i] ~ N(0, sigma[j, i]^2) for n sub-envs   (GAU.8)."""
+        sigma = np.exp(self.log_sigma.astype(np.float64))
+        self.noise = sigma * rng.standard_normal((n, *sigma.shape))
+        self.steps = 0
+
+    def begin_rollout(self, n: int, rng: np.random.Generator) -> None:
+        """The start of a rollout of n sub-envs: fresh noise matrices (SB3's reset_noise)."""
+        self.sample_noise(n, rng)
+
+    def features(self, cache: list) -> np.ndarray:
+        """z(s): the last hidden layer's output, the input of the mean's layer (float64)."""
+        return cache[-1].astype(np.float64)
+
+    def log_std_of(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log_std(s), v(s)) from the features: v = z^2 sigma^2, log_std = log(v + eps) / 2
+        (GAU.8)."""
+        v = (z * z) @ np.exp(2.0 * self.log_sigma.astype(np.float64))
+        return 0.5 * np.log(v + self.EPS), v
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """a = mu(s) + z(s)^T W_e for each sub-env e, and log N(a; mu, v + eps)   (GAU.8).
+
+        The noise is drawn here when there is none for this batch size (a first call, or an
+        Agent acting on a batch of another size), and after sample_freq calls on it if > 0."""
+        if self.noise is None or len(self.noise) != len(obs):
+            self.sample_noise(len(obs), rng)
+        elif 0 < self.sample_freq <= self.steps:  # k steps on the same noise: redraw
+            self.sample_noise(len(obs), rng)
+        self.steps += 1
+        mean, cache = self.net.forward(obs)
+        z = self.features(cache)
+        a = mean + np.einsum("bj,bji->bi", z, self.noise)
+        log_std, _ = self.log_std_of(z)
+        return a, DiagGaussian(mean, log_std).log_prob(a)
+
+    def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
+        return self.net(obs)
+
+    def dist(self, obs: np.ndarray) -> tuple[DiagGaussian, list]:
+        """N(mu(s), v(s) + eps) per sample; its log_std is computed, so a copy by construction."""
+        mean, cache = self.net.forward(obs)
+        return DiagGaussian(mean, self.log_std_of(self.features(cache))[0]), cache
+
+    def backward(
+        self,
+        cache: list,
+        dist: DiagGaussian,
+        act: np.ndarray,
+        dlogp: np.ndarray,
+        dent: float = 0.0,
+        dkl: np.ndarray | None = None,
+        old: DiagGaussian | None = None,
+    ) -> np.ndarray:
+        """As GaussianPolicy.backward (GAU.2, GAU.3, GAU.5 per sample), then the per-sample
+        dL/d log_std(s) chained into log_sigma through v with z held constant   (GAU.9):
+            dL/d log_sigma[j, i] = sum_b dL/d log_std_bi * z_bj^2 sigma_ji^2 / (v_bi + eps)."""
+        g_mean, g_log_std = dist.log_prob_grad(act)  # (GAU.2)
+        d_mean, d_log_std = dlogp[:, None] * g_mean, dlogp[:, None] * g_log_std
+        if dent:
+            d_log_std = d_log_std + dent  # (GAU.3)
+        if dkl is not None:
+            k_mean, k_log_std = old.kl_grad_other(dist)  # (GAU.5)
+            d_mean = d_mean + dkl[:, None] * k_mean
+            d_log_std = d_log_std + dkl[:, None] * k_log_std
+        z = self.features(cache)
+        _, v = self.log_std_of(z)
+        sigma2 = np.exp(2.0 * self.log_sigma.astype(np.float64))
+        grad = np.empty_like(self.params)
+        g_net, _ = self.net.backward(cache, d_mean.astype(self.net.dtype))
+        grad[: self.n_net] = g_net  # the mean's path only: z is a constant in v
+        grad[self.n_net :] = (sigma2 * ((z * z).T @ (d_log_std / (v + self.EPS)))).ravel()
+        return grad
+
+
 def make_policy(env: gym.vector.VectorEnv, hidden: Sequence[int], activation: str, *,
-                rng: np.random.Generator, dtype=np.float32, log_std_init: float = -0.5):
+                rng: np.random.Generator, dtype=np.float32, log_std_init: float = -0.5,
+                sde: bool = False, sde_sample_freq: int = -1):
     """The policy class the env's action space calls for (rollout.check_env has vetted it);
-    `log_std_init` is a Gaussian policy's initial log std (unused by a categorical one)."""
+    `log_std_init` is a Gaussian policy's initial log std (unused by a categorical one). `sde`
+    (PPO only; Box actions, which PPO checks): a GSDEPolicy redrawing its noise every
+    `sde_sample_freq` steps."""
     obs_dim = env.single_observation_space.shape[0]
     space = env.single_action_space
     if isinstance(space, gym.spaces.Discrete):
         return CategoricalPolicy(obs_dim, int(space.n), hidden, activation, rng=rng, dtype=dtype)
+    if sde:
+        return GSDEPolicy(obs_dim, space.shape[0], hidden, activation, rng=rng, dtype=dtype,
+                          log_std_init=log_std_init, sample_freq=sde_sample_freq)
     return GaussianPolicy(obs_dim, space.shape[0], hidden, activation, rng=rng, dtype=dtype,
                           log_std_init=log_std_init)
 

@@ -33,7 +33,15 @@ Hyperparameters (PPOConfig):
                      VecNormalize norm_reward; pgnumpy/normalize.py); checkpointed.
     max_grad_norm    global gradient-norm clip (None: no clip).
     log_std_init     the Gaussian policy's initial log std (Box actions only): exploration's
-                     starting scale, in [-5, 2] (derivations/gaussian.md, GAU.7).
+                     starting scale, in [-5, 2] (derivations/gaussian.md, GAU.7); with sde,
+                     every entry of the log_sigma matrix starts there.
+    sde              generalized state-dependent exploration (gSDE, SB3's use_sde; Box actions
+                     only): a = mu(s) + z(s)^T W, z(s) the policy's last hidden layer, W a noise
+                     matrix per sub-env redrawn at each rollout's start (policy.GSDEPolicy;
+                     derivations/gaussian.md, GAU.8-9). Runs the reference minibatch step
+                     whatever `fused` says (the fused head assumes a state-independent std).
+    sde_sample_freq  with sde, redraw W every this many env steps of a rollout too (-1: only at
+                     the rollout's start).
     fused            the clip variant's minibatch steps through pgnumpy/fused.py (both networks
                      stacked, one BLAS call a layer; the loss head and Adam as numba kernels),
                      a step 69 us against the reference's 178 us at the default sizes, equal
@@ -52,6 +60,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 
 from pgnumpy import fused, kernels
@@ -254,6 +263,8 @@ class PPOConfig:
     norm_rew: bool = False
     max_grad_norm: float | None = 0.5
     log_std_init: float = -0.5
+    sde: bool = False
+    sde_sample_freq: int = -1
     fused: bool = True
     target_kl: float | None = None
     beta: float = 1.0
@@ -268,7 +279,7 @@ class PPOConfig:
         construction cannot skip this."""
         plain(self)
         check_str("env_id", self.env_id)
-        check_bool(self, "anneal_lr", "clip_vf", "norm_obs", "norm_rew", "fused")
+        check_bool(self, "anneal_lr", "clip_vf", "norm_obs", "norm_rew", "sde", "fused")
         self.hidden = check_hidden("hidden", self.hidden)
         check_choice("variant", self.variant, ("clip", "kl"))
         check_choice("activation", self.activation, ("tanh", "relu"))
@@ -290,6 +301,8 @@ class PPOConfig:
             check_range("target_kl", self.target_kl, 0, None, lo_open=True)
         check_range("beta", self.beta, 0)
         check_range("log_std_init", self.log_std_init, -5, 2)
+        if not (type(self.sde_sample_freq) is int and self.sde_sample_freq == -1):
+            check_int("sde_sample_freq", self.sde_sample_freq, why=" (or -1: once a rollout)")
         check_int("seed", self.seed, lo=0)
         check_target_return(self.target_return)
 
@@ -368,8 +381,13 @@ def train(
     obs_dim = env.single_observation_space.shape[0]
     check_memory(cfg, obs_dim, int(np.prod(env.single_action_space.shape or (2,))))
     dtype = DTYPE
+    if cfg.sde and not isinstance(env.single_action_space, gym.spaces.Box):
+        env.close()
+        raise UserError(f"sde=True needs a Box action space; {cfg.env_id} has "
+                        f"{env.single_action_space}")
     policy = make_policy(env, cfg.hidden, cfg.activation, rng=init_rng, dtype=dtype,
-                         log_std_init=cfg.log_std_init)
+                         log_std_init=cfg.log_std_init, sde=cfg.sde,
+                         sde_sample_freq=cfg.sde_sample_freq)
     vf = ValueCritic(obs_dim, cfg.hidden, cfg.activation, rng=init_rng, dtype=dtype)
     opt, vf_opt = Adam(policy.params, lr=cfg.lr), Adam(vf.params, lr=cfg.lr)
     obs_norm = ObsNorm(obs_dim) if cfg.norm_obs else None
@@ -397,8 +415,8 @@ def train(
             rew_scale.load(resume["extra"]["rew_scale"])
     kernels.warm_up()  # JIT compile / cache load before the clock starts
     # the minibatch step, chosen once: the reference above, or the same step on a stacked copy
-    # of both networks in fewer calls (fused.py; the clip variant)
-    if cfg.fused and cfg.variant == "clip":
+    # of both networks in fewer calls (fused.py; the clip variant without sde)
+    if cfg.fused and cfg.variant == "clip" and not cfg.sde:
         fused.warm_up(dtype, gaussian=isinstance(policy, GaussianPolicy))
         update = fused.PPOUpdate(policy, vf, opt, vf_opt)
     else:
@@ -412,6 +430,8 @@ def train(
 
         # 1. collect T steps from each of N sub-envs; logp_old is the acting policy's log-prob
         prep = obs_norm if obs_norm is not None else (lambda o: o)  # frozen for this iteration
+        if cfg.sde:  # gSDE: fresh noise matrices at each rollout's start   (GAU.8)
+            policy.begin_rollout(cfg.num_envs, act_rng)
         batch = collect(runner, lambda o, f=prep: policy.act(f(o), act_rng), T=cfg.steps_per_env)
         m = batch.valid
         all_obs = prep(batch.obs.reshape(-1, obs_dim))
