@@ -83,6 +83,22 @@ def test_backward_matches_central_differences(scale, w_pg, w_ent, w_kl):
     assert np.abs(fd[pol.n_net :]).max() > 1e-6
 
 
+def test_z_is_a_constant_in_the_variance():
+    """The gradient is the detached one (SB3's learn_features=False), not the full one: against
+    central differences of the loss through pol.dist, where z moves with the MLP's parameters,
+    log_sigma's block agrees and the MLP's does not (by far more than the tolerance)."""
+    rng = np.random.default_rng(3)
+    pol = GSDEPolicy(3, 2, [5, 4], rng=rng, dtype=np.float64)
+    pol.params[:] = rng.normal(0, 0.5, pol.params.shape)
+    obs, act, phi = rng.normal(size=(6, 3)), rng.normal(size=(6, 2)), rng.normal(size=6)
+    dist, cache = pol.dist(obs)
+    g = pol.backward(cache, dist, act, pg_loss(dist.log_prob(act), phi)[1])
+    full = numeric_gradient(with_params(pol.params, lambda: pg_loss(
+        pol.dist(obs)[0].log_prob(act), phi)[0]), pol.params)
+    assert norm_rel_error(g[pol.n_net :], full[pol.n_net :]) < TOL
+    assert norm_rel_error(g[: pol.n_net], full[: pol.n_net]) > 1e-3
+
+
 # ---- (GAU.8): the action distribution ------------------------------------------------------
 
 def test_actions_have_mean_mu_and_variance_v():
