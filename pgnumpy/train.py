@@ -463,6 +463,17 @@ def read_config_json(out: Path) -> dict:
     return saved
 
 
+def with_added_defaults(older: dict, config: dict) -> dict:
+    """`older` (a config.json an earlier pgnumpy wrote) with the fields a newer pgnumpy added
+    (fused, sde, say) taken from `config` where `config` holds their default: absent from the
+    older file, they are not another setting. Both as JSON holds them (tuples as lists)."""
+    if config.get("algo") not in ALGOS:
+        return older
+    defaults = {f.name: f.default for f in dataclasses.fields(ALGOS[config["algo"]][0])}
+    return older | {k: config[k] for k in set(config) - set(older)
+                    if k in defaults and json.loads(json.dumps(defaults[k])) == config[k]}
+
+
 def check_config_json(run_dir: Path, saved: dict) -> dict:
     """A run continues with its checkpoint's config; a config.json edited by hand would be
     silently ignored, so it is refused instead, naming the first field that differs. Only the
@@ -479,12 +490,8 @@ def check_config_json(run_dir: Path, saved: dict) -> dict:
     saved = json.loads(json.dumps(saved))  # tuples as lists, as they are on disk
     if isinstance(on_disk, dict):
         saved |= {k: on_disk[k] for k in BUDGET_FLAGS if k in saved and k in on_disk}
-    if isinstance(on_disk, dict) and saved.get("algo") in ALGOS:
-        # a field a newer pgnumpy added (fused, say) is absent from an older run's config.json,
-        # and holds its default in the checkpoint written since: not an edit
-        defaults = {f.name: f.default for f in dataclasses.fields(ALGOS[saved["algo"]][0])}
-        on_disk = on_disk | {k: saved[k] for k in set(saved) - set(on_disk)
-                             if k in defaults and json.loads(json.dumps(defaults[k])) == saved[k]}
+    if isinstance(on_disk, dict):
+        on_disk = with_added_defaults(on_disk, saved)
     if on_disk != saved:
         keys = sorted(set(on_disk) | set(saved) if isinstance(on_disk, dict) else saved)
         k = next((k for k in keys if not isinstance(on_disk, dict)

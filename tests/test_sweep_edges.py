@@ -456,3 +456,24 @@ def test_a_trial_holds_its_directory_for_the_whole_task_and_writes_nothing_it_do
     record = run_trial("ppo", {**config, "lr": -1.0}, str(bad), "s1")
     assert record["status"] == "failed" and (bad / "trial.json").exists()
     rundir.claim(bad, "train").release()
+
+
+def test_a_trial_from_before_a_config_field_was_added_is_found_by_its_config_json(tmp_path):
+    """A field pgnumpy adds (sde, say) changes every config's hash; a finished trial an earlier
+    pgnumpy ran is still this config's where its config.json lacks only fields at their default
+    (train.with_added_defaults, check_config_json's rule), and is reused, not run again."""
+    (trial,) = make_trials("ppo", {"env_id": "CartPole-v1"}, {}, 1, tmp_path)
+    older = {k: v for k, v in trial.config.items() if k not in ("sde", "sde_sample_freq")}
+    found = tmp_path / "trials" / "ppo-0123456789-seed0"  # that config's hash of the time
+    found.mkdir(parents=True)
+    (found / "config.json").write_text(json.dumps(older))
+    other = tmp_path / "trials" / "ppo-9876543210-seed0"  # another config: its lr differs
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps(older | {"lr": 0.5}))
+    (again,) = make_trials("ppo", {"env_id": "CartPole-v1"}, {}, 1, tmp_path)
+    assert again.run_dir == found
+    # an added field set away from its default is another config: a trial of its own
+    (sde,) = make_trials("ppo", {"env_id": "CartPole-v1", "sde": True}, {}, 1, tmp_path)
+    assert sde.run_dir not in (found, other) and sde.run_dir.name.endswith("-seed0")
+    # and another seed is another trial
+    assert make_trials("ppo", {"env_id": "CartPole-v1"}, {}, 2, tmp_path)[1].run_dir != found

@@ -28,7 +28,8 @@ def run_trial(algo: str, config: dict, run_dir: str, sweep_id: str) -> dict:
 
     from pgnumpy import rundir
     from pgnumpy.algos import load_checkpoint
-    from pgnumpy.train import StopRun, check_config_json, holds_legacy_run, run
+    from pgnumpy.train import (StopRun, check_config_json, holds_legacy_run, run,
+                               with_added_defaults)
 
     out = Path(run_dir)
     where = {"host": socket.gethostname(), "node": _node_id(), "pid": os.getpid()}
@@ -48,7 +49,7 @@ def run_trial(algo: str, config: dict, run_dir: str, sweep_id: str) -> dict:
         if (out / "checkpoint.npz").exists():
             resume = load_checkpoint(out)
             check_config_json(out, resume["config"])
-            if json.loads(json.dumps(resume["config"])) != config:
+            if with_added_defaults(json.loads(json.dumps(resume["config"])), config) != config:
                 raise UserError(f"{out} holds a run of another config; remove it to rerun")
         # else no epoch finished: train.run starts it again (start_fresh)
         stop = out.parent.parent / "stop"

@@ -63,8 +63,31 @@ def trial_dir(trials_dir: Path, params: dict, config: dict, seed: int) -> Path:
         if trials_dir.is_dir() else []
     if found:
         return found[0]
+    older = _older_trial_dir(trials_dir, config, seed)
+    if older is not None:
+        return older
     readable = re.sub(r"[^A-Za-z0-9=.,_+-]", "_", label(params))[:80] or config["algo"]
     return trials_dir / (readable + tail)
+
+
+def _older_trial_dir(trials_dir: Path, config: dict, seed: int) -> Path | None:
+    """A trial of this config and seed run by an earlier pgnumpy: its hash differs because a
+    field was added since (held at its default here), so it is found by its config.json."""
+    from pgnumpy.train import with_added_defaults
+
+    if not trials_dir.is_dir():
+        return None
+    for p in sorted(trials_dir.glob(f"*-seed{seed}")):
+        path = p / "config.json"
+        if p.is_symlink() or not p.is_dir() or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            on_disk = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # not this trial's: the hash lookup and the task judge damaged files
+        if isinstance(on_disk, dict) and with_added_defaults(on_disk, config) == config:
+            return p
+    return None
 
 
 def make_trials(algo: str, fixed: dict, params: dict, seeds: int, out: Path) -> list[Trial]:
