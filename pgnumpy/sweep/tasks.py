@@ -28,8 +28,7 @@ def run_trial(algo: str, config: dict, run_dir: str, sweep_id: str) -> dict:
 
     from pgnumpy import rundir
     from pgnumpy.algos import load_checkpoint
-    from pgnumpy.train import (StopRun, check_config_json, holds_legacy_run, run,
-                               with_added_defaults)
+    from pgnumpy.train import StopRun, check_config_json, holds_legacy_run, run, with_added_defaults
 
     out = Path(run_dir)
     where = {"host": socket.gethostname(), "node": _node_id(), "pid": os.getpid()}
