@@ -1,7 +1,7 @@
 """`python -m pgnumpy.bench`: the training-quality and speed benchmark (not a unit test).
 
     python -m pgnumpy.bench                                  # PPO on CartPole-v1, 5 seeds
-    python -m pgnumpy.bench --env Pendulum-v1 --target -250  # with its preset, 300k steps
+    python -m pgnumpy.bench --env Pendulum-v1 --target -250  # with its preset (gSDE), 100k steps
     python -m pgnumpy.bench --algo vpg --seeds 3
     python -m pgnumpy.bench --algo trpo                      # + where TRPO's time goes
     python -m pgnumpy.bench --compare HEAD~1 --seeds 2       # this tree vs a revision, ratios

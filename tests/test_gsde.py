@@ -231,15 +231,16 @@ def test_sde_with_discrete_actions_is_one_line(capsys, tmp_path):
 
 def test_flags_set_the_fields():
     assert parse_args(["--env", "Pendulum-v1", "--sde", "--sde-sample-freq", "4"])[1].sde is True
-    cfg = parse_args(["--env", "Pendulum-v1", "--sde", "--no-sde"])[1]
+    cfg = parse_args(["--env", "MountainCarContinuous-v0", "--sde", "--no-sde"])[1]
     assert cfg.sde is False and cfg.sde_sample_freq == -1
     assert parse_args(["--sde-sample-freq", "4"])[1].sde_sample_freq == 4
 
 
 def test_cli_run_checkpoint_resume_and_greedy_evaluation(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["--env", "Pendulum-v1", "--sde", "--sde-sample-freq", "4", "--total-steps", "2048",
-            "--quiet", "--out", str(out)]
+    argv = ["--env", "Pendulum-v1", "--sde", "--sde-sample-freq", "4", "--norm-obs",
+            "--num-envs", "8", "--steps-per-env", "128", "--minibatches", "8",
+            "--total-steps", "2048", "--quiet", "--out", str(out)]
     assert main(argv) == 0
     ckpt = load_checkpoint(out)
     assert ckpt["config"]["sde"] is True and ckpt["config"]["sde_sample_freq"] == 4

@@ -47,9 +47,6 @@ def test_each_ppo_preset_is_within_zoos_step_budget(env_id):
     """The issue's bar: Zoo's return within Zoo's budget or less (bench.ZOO_PPO has both)."""
     if env_id not in ZOO_PPO:
         pytest.skip(f"issue 26 quotes no Zoo PPO figure for {env_id}")
-    if env_id == "Pendulum-v1":
-        pytest.xfail("Pendulum's preset predates issue 26: tuned for wall time to -250 with a "
-                     "300k budget (lr anneals over it); Zoo's is -172.2 at 100k")
     assert _presets("ppo")[env_id]["total_steps"] <= ZOO_PPO[env_id][1]
 
 
@@ -146,6 +143,7 @@ FAMILIES = [
     ("MuJoCo", "HalfCheetah-v5", "mujoco"),
     ("MuJoCo", "Swimmer-v5", "mujoco"),
     ("MuJoCo", "Hopper-v5", "mujoco"),
+    ("MuJoCo", "Walker2d-v5", "mujoco"),
 ]
 
 
@@ -228,7 +226,7 @@ def test_suite_bars_are_the_issues():
     assert bar("LunarLanderContinuous-v3") == (200.0, True)
     assert bar("Hopper-v5") == (2410.0, False)  # Zoo's return, not gymnasium's 3800
     assert bar("Swimmer-v5") == (282.0, False)  # Zoo's return, not gymnasium's 360
-    assert bar("Hopper-v5") == (2410.0, False)
+    assert bar("Walker2d-v5") == (3479.0, False)
     assert bar("Pendulum-v1") == (-172.2, False)
 
 

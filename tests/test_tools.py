@@ -111,7 +111,7 @@ def test_agent_act_single_and_batch():
 
 
 def test_load_and_evaluate_a_continuous_run_with_its_obs_normaliser(tmp_path, capsys):
-    assert train_main(["--env", "Pendulum-v1", "--total-steps", "4096", "--out",
+    assert train_main(["--env", "Pendulum-v1", "--norm-obs", "--total-steps", "4096", "--out",
                        str(tmp_path / "p"), "--quiet"]) == 0
     agent = load(tmp_path / "p")
     assert agent.obs_norm is not None and agent.obs_norm.count > 1  # restored, not fresh

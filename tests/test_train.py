@@ -121,20 +121,20 @@ def test_env_presets_apply_under_the_flags_given():
     from pgnumpy.train import parse_args
 
     _, cfg, _ = parse_args(["--env", "Pendulum-v1"])
-    assert cfg.gamma == 0.97 and cfg.norm_obs and cfg.total_steps == 300_000
-    _, cfg, _ = parse_args(["--env", "Pendulum-v1", "--gamma", "0.95", "--no-norm-obs"])
-    assert cfg.gamma == 0.95 and not cfg.norm_obs and cfg.num_envs == 8
+    assert cfg.gamma == 0.9 and cfg.sde and cfg.total_steps == 100_000
+    _, cfg, _ = parse_args(["--env", "Pendulum-v1", "--gamma", "0.95", "--no-sde"])
+    assert cfg.gamma == 0.95 and not cfg.sde and cfg.num_envs == 4
     _, cfg, _ = parse_args([])
     assert cfg.gamma == 0.98 and not cfg.norm_obs  # CartPole: the dataclass defaults
 
 
 def test_pendulum_trains_with_no_other_flags(tmp_path, capsys):
-    """Continuous actions end to end through the CLI (a short budget; the bench runs 300k)."""
+    """Continuous actions end to end through the CLI (a short budget; the preset runs 100k)."""
     code = main(["--env", "Pendulum-v1", "--total-steps", "4096", "--out", str(tmp_path / "p"),
                  "--quiet"])
     assert code == 0
     ck = load_checkpoint(tmp_path / "p")
-    assert "obs_norm" in ck["extra"] and ck["net/policy"].size > 0
+    assert ck["config"]["sde"] and ck["net/policy"].size > 0  # the preset's gSDE policy
     # no --plot: no matplotlib figure (0.4 s of a default run's 1 s), and the way to draw one
     assert not (tmp_path / "p" / "learning_curve.png").exists()
     assert f"python -m pgnumpy.plot {tmp_path / 'p'}" in capsys.readouterr().out
