@@ -91,6 +91,23 @@ class CategoricalPolicy:
         return grad
 
 
+def gaussian_grads(dist: DiagGaussian, act: np.ndarray, dlogp: np.ndarray, dent: float = 0.0,
+                   dkl: np.ndarray | None = None, old: DiagGaussian | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample, (dL/d mean, dL/d log_std), each (B, D), of L = sum_i dlogp_i log p_i + dent
+    sum_i H_i + sum_i dkl_i KL(old_i || p_i): (GAU.2), (GAU.3), (GAU.5). Both Gaussian policies
+    chain these into their parameters; they differ only in what log_std is a function of."""
+    g_mean, g_log_std = dist.log_prob_grad(act)  # (GAU.2)
+    d_mean, d_log_std = dlogp[:, None] * g_mean, dlogp[:, None] * g_log_std
+    if dent:
+        d_log_std = d_log_std + dent  # dH/d log_std = 1, dH/d mean = 0   (GAU.3)
+    if dkl is not None:
+        k_mean, k_log_std = old.kl_grad_other(dist)  # (GAU.5)
+        d_mean = d_mean + dkl[:, None] * k_mean
+        d_log_std = d_log_std + dkl[:, None] * k_log_std
+    return d_mean, d_log_std
+
+
 class GaussianPolicy:
     """pi(a|s) = N(MLP(s), diag(exp(log_std))^2) over a Box action space.
 
@@ -154,14 +171,7 @@ class GaussianPolicy:
     ) -> np.ndarray:
         """As CategoricalPolicy.backward, through (mean, log_std) instead of logits (POL.1);
         log_std, shared by every sample, gets the sum over the batch (GAU.7)."""
-        g_mean, g_log_std = dist.log_prob_grad(act)  # (GAU.2)
-        d_mean, d_log_std = dlogp[:, None] * g_mean, dlogp[:, None] * g_log_std
-        if dent:
-            d_log_std = d_log_std + dent  # dH/d log_std = 1, dH/d mean = 0   (GAU.3)
-        if dkl is not None:
-            k_mean, k_log_std = old.kl_grad_other(dist)  # (GAU.5)
-            d_mean = d_mean + dkl[:, None] * k_mean
-            d_log_std = d_log_std + dkl[:, None] * k_log_std
+        d_mean, d_log_std = gaussian_grads(dist, act, dlogp, dent, dkl, old)
         grad = np.empty_like(self.params)
         g_net, _ = self.net.backward(cache, d_mean.astype(self.net.dtype))
         grad[: self.n_net] = g_net
@@ -287,14 +297,7 @@ class GSDEPolicy:
         """As GaussianPolicy.backward (GAU.2, GAU.3, GAU.5 per sample), then the per-sample
         dL/d log_std(s) chained into log_sigma through v with z held constant   (GAU.9):
             dL/d log_sigma[j, i] = sum_b dL/d log_std_bi * z_bj^2 sigma_ji^2 / (v_bi + eps)."""
-        g_mean, g_log_std = dist.log_prob_grad(act)  # (GAU.2)
-        d_mean, d_log_std = dlogp[:, None] * g_mean, dlogp[:, None] * g_log_std
-        if dent:
-            d_log_std = d_log_std + dent  # (GAU.3)
-        if dkl is not None:
-            k_mean, k_log_std = old.kl_grad_other(dist)  # (GAU.5)
-            d_mean = d_mean + dkl[:, None] * k_mean
-            d_log_std = d_log_std + dkl[:, None] * k_log_std
+        d_mean, d_log_std = gaussian_grads(dist, act, dlogp, dent, dkl, old)
         z = self.features(cache)
         _, v = self.log_std_of(z)
         sigma2 = np.exp(2.0 * self.log_sigma.astype(np.float64))
