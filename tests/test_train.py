@@ -121,9 +121,9 @@ def test_env_presets_apply_under_the_flags_given():
     from pgnumpy.train import parse_args
 
     _, cfg, _ = parse_args(["--env", "Pendulum-v1"])
-    assert cfg.gamma == 0.9 and cfg.sde and cfg.total_steps == 100_000
-    _, cfg, _ = parse_args(["--env", "Pendulum-v1", "--gamma", "0.95", "--no-sde"])
-    assert cfg.gamma == 0.95 and not cfg.sde and cfg.num_envs == 4
+    assert cfg.gamma == 0.95 and cfg.sde and cfg.total_steps == 100_000
+    _, cfg, _ = parse_args(["--env", "Pendulum-v1", "--gamma", "0.9", "--no-sde"])
+    assert cfg.gamma == 0.9 and not cfg.sde and cfg.num_envs == 4
     _, cfg, _ = parse_args([])
     assert cfg.gamma == 0.98 and not cfg.norm_obs  # CartPole: the dataclass defaults
 
