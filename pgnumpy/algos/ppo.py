@@ -114,6 +114,12 @@ from pgnumpy.rollout import Runner, collect, make_env
 # -156.7 over seeds 0-4 (Zoo -172.2); with gamma 0.9 (Zoo's setting exactly) 1 of 5 seeds passed
 # -172.2, as SB3 with Zoo's settings passed 2 of 5 here. Without gSDE no setting tried got every
 # seed past it (docs/presets.md has the searches).
+# The Box2D landers' shared layout (both landers take one setting, as in RL-Zoo): 16 envs x 256
+# steps, 4 epochs x 16 minibatches of 256, (64, 64) nets, gamma 0.999, lambda 0.98, lr 1e-3, no
+# entropy bonus, observations and rewards normalised, 1M steps.
+_LUNAR = dict(hidden=(64, 64), num_envs=16, steps_per_env=256, total_steps=1_000_000,
+              update_epochs=4, minibatches=16, gamma=0.999, lam=0.98, lr=1e-3, ent_coef=0.0,
+              norm_obs=True, norm_rew=True)
 # The MuJoCo presets' shared layout: a 2048-step batch from 4 envs x 512, 10 epochs x 32
 # minibatches, (64, 64) nets, lr 3e-4, observations and rewards normalised, 1M steps.
 _MUJOCO = dict(hidden=(64, 64), num_envs=4, steps_per_env=512, total_steps=1_000_000,
@@ -157,40 +163,12 @@ PRESETS: dict[str, dict] = {
     # ent 0 / lr 1e-3 reached 200 at 245,049 steps, ent 0 / 3e-4 ended at 110.9 after 1M; the ent
     # 0.01 pair was stopped unrun for time. Seeds 0-4 (bench --suite): 5/5 reach 200, median
     # 183,671 steps, 53.5 s.
-    "LunarLander-v3": dict(
-        env_id="LunarLander-v3",
-        hidden=(64, 64),
-        num_envs=16,
-        steps_per_env=256,
-        total_steps=1_000_000,
-        update_epochs=4,
-        minibatches=16,
-        gamma=0.999,
-        lam=0.98,
-        lr=1e-3,
-        ent_coef=0.0,
-        norm_obs=True,
-        norm_rew=True,
-    ),
+    "LunarLander-v3": dict(_LUNAR, env_id="LunarLander-v3"),
     # LunarLanderContinuous: LunarLander's preset as it is (Zoo too uses one setting for both):
     # sweep --set (it) --grid log_std_init=-0.5,0 --seeds 2: -0.5 (the default) reached 200 at
     # 298,046 and 326,856 steps; the 0 pair was stopped before it ran (time). Seeds 0-4 (bench
     # --suite): 5/5 reach 200, median 314,662 steps, 78.6 s.
-    "LunarLanderContinuous-v3": dict(
-        env_id="LunarLanderContinuous-v3",
-        hidden=(64, 64),
-        num_envs=16,
-        steps_per_env=256,
-        total_steps=1_000_000,
-        update_epochs=4,
-        minibatches=16,
-        gamma=0.999,
-        lam=0.98,
-        lr=1e-3,
-        ent_coef=0.0,
-        norm_obs=True,
-        norm_rew=True,
-    ),
+    "LunarLanderContinuous-v3": dict(_LUNAR, env_id="LunarLanderContinuous-v3"),
     # MountainCarContinuous: no exploration aid needed once observations and rewards are
     # normalised and gamma is 0.999 (the goal's +100 is ~100-200 steps away): 5/5 seeds reach 90
     # in a median 9,444 env steps, 1.0 s (docs/presets.md: the search, with log_std_init -0.5 to 1)
